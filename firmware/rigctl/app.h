@@ -1,0 +1,28 @@
+/* Controller state and the main-loop duties that are not tied to one command line. */
+#ifndef RIG_APP_H
+#define RIG_APP_H
+
+#include <stdint.h>
+#include "config.h"
+
+enum BootCause { BOOT_POWER, BOOT_WATCHDOG, BOOT_RESET };
+
+struct AppState {
+    uint32_t timeout_ms;       /* host-silence timeout, 0 = off */
+    uint8_t flags;             /* RIG_FLAG_* */
+    uint8_t light[RIG_LIGHTS]; /* current duty */
+    bool safe_sent;            /* "!safe" already sent for this silence */
+    bool reset_pending;        /* restart once the reply is out */
+};
+
+extern AppState g_app;
+
+/* Load limits, park servos, lights off, send "!boot" (and "!eeprom defaults"). */
+void app_boot(BootCause cause);
+
+/* Call often from the main loop: motion, "!done", host-silence timeout. */
+void app_poll(void);
+
+void app_set_light(uint8_t ch, uint8_t level);
+
+#endif

@@ -1,0 +1,33 @@
+/*
+ * The few things the portable core needs from the board. rigctl.ino implements
+ * them on the ATmega328P; a host build can implement them with stubs, so the
+ * protocol core compiles and runs on a PC too.
+ */
+#ifndef RIG_HW_H
+#define RIG_HW_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+uint32_t hw_millis(void);
+uint32_t hw_micros(void);
+/* Send bytes to the host; may block until the UART has room. */
+void hw_write(const char *buf, size_t len);
+/* Servo pulse in 0.5 us ticks; the caller has already clamped it to the limits. */
+void hw_servo_ticks(uint8_t ch, uint16_t ticks);
+void hw_light(uint8_t ch, uint8_t level);
+void hw_eeprom_read(uint16_t addr, uint8_t *buf, uint16_t len);
+/* Writes only bytes that differ (EEPROM wears out). */
+void hw_eeprom_update(uint16_t addr, const uint8_t *buf, uint16_t len);
+/* Wait for the output to drain, then restart through the watchdog. Never returns on AVR. */
+void hw_reset(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

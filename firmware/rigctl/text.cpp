@@ -1,0 +1,67 @@
+#include "text.h"
+
+void text_init(Text &t, char *buf, uint8_t cap)
+{
+    t.buf = buf;
+    t.cap = cap;
+    t.len = 0;
+    buf[0] = 0;
+}
+
+void text_char(Text &t, char c)
+{
+    if (t.len + 1 < t.cap) { /* silently truncate: every reply fits by construction */
+        t.buf[t.len++] = c;
+        t.buf[t.len] = 0;
+    }
+}
+
+void text_str(Text &t, const char *s)
+{
+    while (*s)
+        text_char(t, *s++);
+}
+
+void text_u32(Text &t, uint32_t v)
+{
+    char tmp[10];
+    uint8_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        text_char(t, tmp[--n]);
+}
+
+static const char HEX[] = "0123456789ABCDEF";
+
+void text_hex4(Text &t, uint16_t v)
+{
+    for (int8_t s = 12; s >= 0; s -= 4)
+        text_char(t, HEX[(v >> s) & 0xF]);
+}
+
+void text_hex(Text &t, uint8_t v)
+{
+    if (v >= 16)
+        text_char(t, HEX[v >> 4]);
+    text_char(t, HEX[v & 0xF]);
+}
+
+bool parse_u32(const char *s, uint32_t max, uint32_t *out)
+{
+    if (!*s)
+        return false;
+    uint32_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        uint8_t d = (uint8_t)(*s - '0');
+        if (d > max || v > (max - d) / 10) /* v*10 + d > max, without overflowing */
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
