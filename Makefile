@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh Debian machine with Python 3.11:
+#   make demo   set up, generate the demo data, run sessions/demo.yaml on the simulated rig, export it
+#   make test   set up and run the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo/data/train.csv: $(STAMP) rig/demo_data.py
+	$(BIN)/python -m rig.demo_data demo/data
+
+demo: $(STAMP) demo/data/train.csv
+	$(BIN)/rig run sessions/demo.yaml
+	$(BIN)/rig status sessions/demo.yaml
+	$(BIN)/rig export sessions/demo.yaml --out demo/export
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf demo/run demo/export demo/data

@@ -1,0 +1,33 @@
+"""Errors an operator can cause or fix.
+
+Every `RigError` carries one line saying what is wrong and how to fix it; the CLI prints that line,
+no traceback, and exits with `exit_code`.
+"""
+
+
+class RigError(Exception):
+    """An operator-facing error: one line, what and how to fix."""
+
+    exit_code = 2
+
+
+class ConfigError(RigError):
+    """A session, rig or manifest file is wrong."""
+
+
+class PlanChangedError(RigError):
+    """The session's plan no longer matches the run store it would resume."""
+
+
+class DeviceError(RigError):
+    """A device could not be reached or stopped answering."""
+
+    exit_code = 3
+
+
+class CameraError(DeviceError):
+    """The camera failed in a way a retry of the same capture may fix."""
+
+
+class CameraUnavailable(CameraError):
+    """The camera cannot take more photos until an operator acts (store full, gone for good)."""
