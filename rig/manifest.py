@@ -1,0 +1,121 @@
+"""Studies to photograph, from a CheXpert-style CSV or a plain folder of images.
+
+Rows are streamed, never all held as objects: the real CheXpert manifest has 223,414 of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from rig.errors import ConfigError
+
+CHEXPERT_LABELS = (
+    "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Enlarged Cardiomediastinum",
+    "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia",
+    "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
+)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+_CHEXPERT_PATH = re.compile(r"(?:^|/)(patient\d+)/(study\d+)/([^/]+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRow:
+    image_id: str  # patientNNNNN/studyN/viewK_xxx.jpg
+    study_id: str  # patientNNNNN/studyN
+    source: str  # the manifest's own Path value, unchanged
+    file: Path  # where the image is on disk
+    labels: tuple[str, ...]  # the manifest's other columns, unchanged
+
+
+class Manifest:
+    """A manifest source: its label columns and a fresh row stream on every `rows()` call."""
+
+    def __init__(self, csv_path: Path | None, image_root: Path | None, folder: Path | None) -> None:
+        self.csv_path, self.image_root, self.folder = csv_path, image_root, folder
+        if csv_path is not None:
+            if not csv_path.is_file():
+                raise ConfigError(f"{csv_path}: manifest not found; fix 'manifest.csv' in the session file")
+            if image_root is None or not image_root.is_dir():
+                raise ConfigError(f"{image_root}: image root is not a folder; fix 'manifest.image_root'")
+            with csv_path.open(newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), None)
+            if not header or header[0] != "Path":
+                raise ConfigError(f"{csv_path}:1: the first column must be 'Path' (CheXpert form)")
+            if len(set(header)) != len(header):
+                raise ConfigError(f"{csv_path}:1: duplicate column names; make each column name unique")
+            self.label_columns: tuple[str, ...] = tuple(header[1:])
+        else:
+            assert folder is not None
+            if not folder.is_dir():
+                raise ConfigError(f"{folder}: image folder not found; fix 'manifest.folder'")
+            self.label_columns = ()
+
+    @property
+    def describe(self) -> str:
+        return str(self.csv_path or self.folder)
+
+    def rows(self) -> Iterator[ManifestRow]:
+        """Yield every image once, in manifest order; bad rows raise a ConfigError naming the line."""
+        seen: set[str] = set()
+        source = self._csv_rows() if self.csv_path is not None else self._folder_rows()
+        for where, row in source:
+            if row.image_id in seen:
+                raise ConfigError(f"{where}: duplicate image ID '{row.image_id}'; each image may appear once")
+            seen.add(row.image_id)
+            yield row
+
+    def _csv_rows(self) -> Iterator[tuple[str, ManifestRow]]:
+        assert self.csv_path is not None and self.image_root is not None
+        root = self.image_root.resolve()
+        width = len(self.label_columns) + 1
+        with self.csv_path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            next(reader)
+            for record in reader:
+                where = f"{self.csv_path}:{reader.line_num}"
+                if not record:
+                    continue
+                if len(record) != width:
+                    raise ConfigError(f"{where}: expected {width} columns, found {len(record)}; fix that row")
+                path = record[0]
+                m = _CHEXPERT_PATH.search(path)
+                if not m:
+                    raise ConfigError(f"{where}: Path '{path}' is not .../patientNNNNN/studyN/<view file>")
+                file = safe_join(root, path, where)
+                study = f"{m.group(1)}/{m.group(2)}"
+                yield where, ManifestRow(f"{study}/{m.group(3)}", study, path, file, tuple(record[1:]))
+
+    def _folder_rows(self) -> Iterator[tuple[str, ManifestRow]]:
+        assert self.folder is not None
+        root = self.folder.resolve()
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        for file in files:
+            rel = PurePosixPath(file.relative_to(root).as_posix())
+            study = str(rel.parent) if str(rel.parent) != "." else rel.stem
+            yield str(file), ManifestRow(str(rel), study, str(rel), file, ())
+
+
+def safe_join(root: Path, relative: str, where: str) -> Path:
+    """Resolve a manifest path under its root, refusing anything that would escape it."""
+    rel = PurePosixPath(relative)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ConfigError(f"{where}: path '{relative}' escapes the image root; use a path inside it")
+    full = (root / rel).resolve()
+    if not full.is_relative_to(root):
+        raise ConfigError(f"{where}: path '{relative}' escapes the image root (via a link); use a path inside it")
+    return full
+
+
+def fingerprint(manifest: Manifest) -> tuple[str, int]:
+    """A hash of every row's identity, source and labels, and the row count: detects any manifest change."""
+    h = hashlib.sha256("\x1f".join(manifest.label_columns).encode())
+    n = 0
+    for row in manifest.rows():
+        h.update("\x1e".join((row.image_id, row.source, *row.labels)).encode())
+        n += 1
+    return h.hexdigest(), n
