@@ -1,0 +1,140 @@
+"""The checked serial link to a rigctl controller (see firmware/PROTOCOL.md).
+
+Every command goes out as `#<seq> <command>*<crc>`; a lost or corrupted reply is retransmitted with
+the same sequence number, which the controller answers from its cache without executing twice.
+Events (`!...`) arriving between replies are handed to a callback.
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+import time
+from typing import Callable
+
+import serial
+
+from rig.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE, as the firmware computes it with avr-libc's _crc_xmodem_update."""
+    return binascii.crc_hqx(data, 0xFFFF)
+
+
+def frame(seq: int, command: str) -> bytes:
+    body = f"#{seq} {command}".encode("ascii")
+    return body + b"*%04X\n" % crc16(body)
+
+
+def check_crc(line: str) -> str | None:
+    """The line without its `*XXXX` if the CRC matches, else None."""
+    body, star, crc = line.rpartition("*")
+    if not star or len(crc) != 4:
+        return None
+    try:
+        ok = int(crc, 16) == crc16(body.encode("ascii", "replace"))
+    except ValueError:
+        return None
+    return body if ok else None
+
+
+class ControllerError(DeviceError):
+    """The controller answered `err <code> <text>`."""
+
+    def __init__(self, command: str, code: int, text: str) -> None:
+        super().__init__(f"controller refused '{command}': error {code} {text}")
+        self.code, self.text = code, text
+
+
+class Link:
+    """Stop-and-wait command link with retransmission; one command at a time."""
+
+    def __init__(self, port: serial.SerialBase, name: str, reply_timeout_s: float = 0.5, retries: int = 5,
+                 on_event: Callable[[str], None] | None = None) -> None:
+        self.port, self.name = port, name
+        self.reply_timeout_s, self.retries = reply_timeout_s, retries
+        self.on_event = on_event or (lambda e: log.info("controller event: %s", e))
+        self.seq = int(time.monotonic() * 1000) % 60000  # unlikely to equal a cached seq after a host restart
+        self._buf = b""
+        self.retransmissions = 0
+
+    @classmethod
+    def open(cls, url: str, baudrate: int = 115200, **kw: object) -> Link:
+        """Open any pyserial URL or device path; an unreachable port is a one-line DeviceError."""
+        try:
+            port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.02, write_timeout=2.0)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise DeviceError(f"controller port {url}: cannot open ({e}); check the cable and 'controller.port'") from None
+        return cls(port, url, **kw)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.port.close()
+
+    def command(self, text: str) -> str:
+        """Send one command, return the `ok` payload; raise ControllerError on `err`."""
+        self.seq = (self.seq + 1) % 65536
+        wire = frame(self.seq, text)
+        prefix = f"#{self.seq} "
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.retransmissions += 1
+                log.debug("retransmitting #%d %s (try %d)", self.seq, text, attempt + 1)
+            self._write(wire)
+            deadline = time.monotonic() + self.reply_timeout_s
+            while (line := self._read_line(deadline)) is not None:
+                if line.startswith("!"):
+                    self._event(line)
+                    continue
+                body = check_crc(line)
+                if body is None or not body.startswith(prefix):
+                    continue  # corrupted, or a late reply to an earlier command: not ours
+                reply = body[len(prefix):]
+                if reply == "ok" or reply.startswith("ok "):
+                    return reply[3:]
+                code, _, rest = reply.removeprefix("err ").partition(" ")
+                if code == "4":  # our line arrived corrupted: send it again
+                    break
+                raise ControllerError(text, int(code) if code.isdigit() else -1, rest)
+        raise DeviceError(f"controller at {self.name} did not answer '{text}' after {self.retries + 1} tries; "
+                          "check that it is powered and connected")
+
+    def poll_events(self, timeout_s: float = 0.0) -> None:
+        """Read and dispatch any events that arrived while no command was running."""
+        deadline = time.monotonic() + timeout_s
+        while (line := self._read_line(deadline)) is not None:
+            if line.startswith("!"):
+                self._event(line)
+
+    def resync(self) -> str:
+        """Flush whatever half line is on the wire and ask `hello`; returns its payload."""
+        self._write(b"\n")
+        self.poll_events(0.05)
+        return self.command("hello")
+
+    def _event(self, line: str) -> None:
+        body = check_crc(line)
+        if body is None:
+            log.warning("dropped corrupted event line %r", line)
+            return
+        self.on_event(body[1:])
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+        except (serial.SerialException, OSError) as e:
+            raise DeviceError(f"controller at {self.name}: write failed ({e}); check the connection") from None
+
+    def _read_line(self, deadline: float) -> str | None:
+        while b"\n" not in self._buf:
+            if time.monotonic() >= deadline:
+                return None
+            try:
+                chunk = self.port.read(self.port.in_waiting or 1)
+            except (serial.SerialException, OSError) as e:
+                raise DeviceError(f"controller at {self.name}: read failed ({e}); check the connection") from None
+            self._buf += chunk
+        raw, _, self._buf = self._buf.partition(b"\n")
+        return raw.rstrip(b"\r").decode("ascii", "replace")

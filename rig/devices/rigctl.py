@@ -1,0 +1,141 @@
+"""Driver for the rigctl controller (servos + lights), real board or twin, over a `Link`.
+
+On connect it resynchronises, checks the protocol version and channel counts, and makes the
+controller's stored limits equal the rig file's. If the controller resets mid-session (a `!boot`
+event) or entered its safe state after host silence (`!safe`), the next call re-applies limits,
+pose and lights before doing anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from rig.config import RigConfig
+from rig.devices import MotionState
+from rig.devices.link import Link
+from rig.errors import DeviceError
+
+log = logging.getLogger(__name__)
+PROTOCOL_VERSION = 1
+
+
+def _fields(payload: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in payload.split() if "=" in part)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",")) if text else ()
+
+
+class RigController:
+    """The Motion device: coordinated servo moves and light levels through the checked link."""
+
+    def __init__(self, link: Link, rig: RigConfig) -> None:
+        self.link, self.rig = link, rig
+        self.link.on_event = self._on_event
+        self._targets: dict[int, int] = {}
+        self._lights: dict[int, int] = {}
+        self._needs_restore = False
+        self._connected = False  # a banner before setup is done is just this connection's start
+        self.resets_seen = 0
+
+    @classmethod
+    def connect(cls, url: str, rig: RigConfig) -> RigController:
+        c = rig.controller
+        ctl = cls(Link.open(url, c.baudrate, reply_timeout_s=c.reply_timeout_s, retries=c.retries), rig)
+        ctl.setup()
+        return ctl
+
+    def setup(self) -> None:
+        """Check who answers, then make its limits and timeout the rig file's."""
+        info = _fields(self.link.resync())
+        if int(info.get("proto", -1)) != PROTOCOL_VERSION:
+            raise DeviceError(f"controller at {self.link.name} speaks protocol {info.get('proto')}, "
+                              f"this host speaks {PROTOCOL_VERSION}; flash matching firmware (rig firmware flash)")
+        servos, lights = int(info.get("servos", 0)), int(info.get("lights", 0))
+        need_s = max(s.channel for s in self.rig.servos.values()) + 1
+        need_l = max((l.channel for l in self.rig.lights.values()), default=-1) + 1
+        if servos < need_s or lights < need_l:
+            raise DeviceError(f"controller at {self.link.name} has {servos} servo and {lights} light channels; "
+                              f"the rig file needs {need_s} and {need_l}")
+        for name, s in self.rig.servos.items():
+            want = f"ch={s.channel} min={s.min} max={s.max} park={s.park} slew={s.slew}"
+            if self.link.command(f"limit {s.channel}") != want:
+                log.info("setting limits of %s: %s", name, want)
+                self.link.command(f"limit {s.channel} {s.min} {s.max} {s.park} {s.slew}")
+        self.link.command(f"timeout {self.rig.controller.host_timeout_ms}")
+        self._needs_restore = False
+        self._connected = True
+
+    def _on_event(self, event: str) -> None:
+        if not self._connected:
+            log.info("controller event while connecting: %s", event)
+            return
+        if event.startswith("boot"):
+            log.warning("controller reset (%s): re-applying limits, pose and lights", event)
+            self.resets_seen += 1
+            self._needs_restore = True
+        elif event.startswith("safe"):
+            log.warning("controller entered its safe state (%s): re-applying pose and lights", event)
+            self._needs_restore = True
+        elif event.startswith("eeprom"):
+            log.warning("controller restored default limits (%s)", event)
+            self._needs_restore = True
+
+    def _restore(self) -> None:
+        self.link.poll_events()
+        if not self._needs_restore:
+            return
+        self._needs_restore = False
+        self._connected = False
+        self.setup()
+        if self._targets:
+            self._send_move(self._targets, self.rig.motion.move_ms)
+            self.wait_idle(self.rig.motion.idle_timeout_s)
+        if self._lights:
+            self._send_lights(self._lights)
+
+    def _send_move(self, targets: dict[int, int], duration_ms: int) -> int:
+        args = " ".join(f"{ch}:{us}" for ch, us in sorted(targets.items()))
+        return int(self.link.command(f"move {duration_ms} {args}") or 0)
+
+    def _send_lights(self, levels: dict[int, int]) -> None:
+        self.link.command("light " + " ".join(f"{ch}:{v}" for ch, v in sorted(levels.items())))
+
+    def move(self, targets: dict[int, int], duration_ms: int = 0) -> None:
+        self._restore()
+        self._targets.update(targets)
+        self._send_move(targets, duration_ms)
+
+    def set_lights(self, levels: dict[int, int]) -> None:
+        self._restore()
+        self._lights.update(levels)
+        self._send_lights(levels)
+
+    def state(self) -> MotionState:
+        f = _fields(self.link.command("status"))
+        return MotionState(_ints(f["pos"]), _ints(f["target"]), _ints(f["light"]), f["moving"] == "1",
+                           int(f["flags"], 16))
+
+    def wait_idle(self, timeout_s: float) -> MotionState:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = self.state()
+            if not st.moving:
+                if self._needs_restore:
+                    self._restore()
+                    continue
+                return st
+            if time.monotonic() > deadline:
+                raise DeviceError(f"controller at {self.link.name}: servos still moving after {timeout_s:.0f} s; "
+                                  "check for a blocked arm")
+            time.sleep(0.005)
+
+    def park(self) -> None:
+        self._lights = {}
+        self._targets = {}
+        self.link.command("park")
+
+    def close(self) -> None:
+        self.link.close()
