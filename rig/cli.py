@@ -1,0 +1,242 @@
+"""`rig`: run, resume, inspect and export capture sessions.
+
+Operator mistakes end as one line on stderr and exit status 2 (3 for devices); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from rig.config import Session, load_session
+from rig.errors import ConfigError, PlanChangedError, RigError
+from rig.manifest import Manifest
+from rig.plan import planned_conditions
+from rig.store import RunStore, manifest_digest
+
+console = Console(stderr=True, soft_wrap=True, highlight=False)
+log = logging.getLogger("rig")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rig", description="Controller for a CheXphoto-style photo-capture rig.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run or resume a capture session")
+    p.add_argument("session", type=Path)
+    p.add_argument("--replan", action="store_true",
+                   help="accept a changed session file: keep the captures that still match, plan the rest")
+    p.add_argument("--fast", action="store_true", help="simulated rig only: no simulated latencies or frame waits")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="planned / done / failed / pending, rate and ETA")
+    p.add_argument("session", type=Path)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", help="write the run as a CheXpert-style data set")
+    p.add_argument("session", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_export)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except RigError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+# ---------------------------------------------------------------- run
+
+
+def _manifest(session: Session) -> Manifest:
+    return Manifest(session.manifest_csv, session.image_root, session.image_folder)
+
+
+@contextmanager
+def _run_lock(root: Path) -> Iterator[None]:
+    """One `rig run` per run folder; the kernel drops the lock if the process dies."""
+    fd = os.open(root / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RigError(f"{root}: another 'rig run' is using this run; wait for it or stop it") from None
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rig.engine import Engine
+    from rig.rigs import open_devices
+
+    session = load_session(args.session)
+    manifest = _manifest(session)
+    conditions = planned_conditions(session)
+    repeats = session.config.repeats
+    digest = manifest_digest(manifest)  # reads every row: a bad manifest stops here, before any device moves
+    resuming = RunStore.exists(session.output)
+    if resuming:
+        existing = RunStore(session.output)
+        changes = existing.plan_differences(digest, manifest, conditions, repeats)
+        done = existing.counts().done
+        existing.close()
+        if changes and not args.replan:
+            raise PlanChangedError(
+                f"{args.session}: the plan changed since this run started ({'; '.join(changes)}); "
+                f"pass --replan to keep the {done} done captures that still match, or set a new 'output:'")
+    devices = open_devices(session.rig, fast=args.fast)
+    try:
+        if not resuming:
+            store = RunStore.create(session.output, session.path, manifest, conditions, repeats)
+        else:
+            store = RunStore(session.output)
+        with _run_lock(session.output):
+            if resuming and args.replan:
+                kept = store.replan(manifest, conditions, repeats)
+                console.print(f"replanned: kept {kept} captures that still match the session file")
+            recovered = store.recover()
+            if recovered:
+                console.print(f"recovered {recovered} capture(s) interrupted before their commit; they will be retaken")
+            return _run_engine(Engine, session, store, devices, resuming)
+    finally:
+        devices.close()
+
+
+def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: object, resuming: bool) -> int:
+    reader = RunStore(session.output)
+    counts = store.counts()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TextColumn("failed {task.fields[failed]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+    task = progress.add_task("capturing", total=counts.planned, completed=counts.done + counts.failed,
+                             rate="", failed=counts.failed)
+    started, n = time.monotonic(), 0
+    failed = counts.failed
+
+    def on_progress(outcome: str) -> None:
+        nonlocal n, failed
+        n += 1
+        failed += outcome == "failed"
+        rate = n / max(1e-9, time.monotonic() - started)
+        progress.update(task, advance=1, rate=f"{rate:.2f}/s", failed=failed)
+
+    engine = engine_cls(session, store, reader, devices, on_progress)
+    previous = _install_stop_handlers(engine)
+    if resuming:
+        console.print(f"resuming {session.output}: {counts.done} done, {counts.failed} failed, "
+                      f"{counts.pending} to go")
+    try:
+        with progress:
+            result = engine.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reader.close()
+    after = store.counts()
+    store.close()
+    rate = result.captured / result.elapsed_s if result.elapsed_s else 0.0
+    console.print(f"{result.captured} captured this run in {result.elapsed_s:.1f} s ({rate:.2f} captures/s); "
+                  f"total {after.done}/{after.planned} done, {after.failed} failed, {after.pending} pending",
+                  highlight=False)
+    resume = f"resume with: rig run {session.path}"
+    if result.stop_reason:
+        console.print(f"[bold yellow]paused:[/] {result.stop_reason}; lights are off and the servos parked; {resume}",
+                      highlight=False)
+        return 3
+    if result.interrupted:
+        console.print(f"[bold yellow]stopped[/] by the operator; lights are off and the servos parked; {resume}",
+                      highlight=False)
+        return 130
+    if after.failed:
+        console.print(f"{after.failed} item(s) failed; 'rig status {session.path}' lists why", highlight=False)
+    return 0
+
+
+def _install_stop_handlers(engine: object) -> dict[int, object]:
+    """First Ctrl-C (or SIGTERM): finish the current capture and stop. Second: abandon it."""
+    def handler(signum: int, frame: object) -> None:
+        if engine.stop.is_set():  # type: ignore[attr-defined]
+            engine.abandon.set()  # type: ignore[attr-defined]
+            console.print("abandoning the current capture")
+        else:
+            engine.stop.set()  # type: ignore[attr-defined]
+            console.print("stopping after the current capture (Ctrl-C again to abandon it)")
+        engine._result.interrupted = True  # type: ignore[attr-defined]
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+# ---------------------------------------------------------------- status and export
+
+
+def _existing_store(session_path: Path) -> tuple[Session, RunStore]:
+    session = load_session(session_path)
+    if not RunStore.exists(session.output):
+        raise ConfigError(f"{session_path}: no run at {session.output} yet; start it with: rig run {session_path}")
+    return session, RunStore(session.output)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    session, store = _existing_store(args.session)
+    c = store.counts()
+    rate = store.recent_rate()
+    table = Table(title=f"{session.path.name}: {session.output}", show_header=False)
+    for name, value in (("planned", c.planned), ("done", c.done), ("failed", c.failed), ("pending", c.pending),
+                        ("failed attempts", c.failed_attempts)):
+        table.add_row(name, str(value))
+    table.add_row("rate", f"{rate * 3600:.0f} captures/h" if rate else "-")
+    eta = "-" if not rate else ("finished" if not c.pending else _duration(c.pending / rate))
+    table.add_row("ETA", eta)
+    out = Console()
+    out.print(table)
+    failed = store.failed_items()
+    if failed:
+        ft = Table(title="failed items")
+        for col in ("image", "condition", "repeat", "reason"):
+            ft.add_column(col)
+        for image_id, label, rep, reason in failed:
+            ft.add_row(image_id, label, str(rep), reason or "")
+        out.print(ft)
+    store.close()
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}h {rem // 60:02d}m" if h else f"{rem // 60}m {rem % 60:02d}s"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rig.export import export
+
+    _, store = _existing_store(args.session)
+    n = export(store, args.out)
+    store.close()
+    Console().print(f"exported {n} photos and captures.csv to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

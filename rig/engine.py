@@ -1,0 +1,237 @@
+"""The session loop: move, light, show, trigger on the main thread; download and commit on the I/O thread.
+
+The main thread starts the next move/display as soon as an exposure is done; download, write and
+commit overlap with it through a bounded queue, so memory stays flat. Only the I/O thread writes
+the store. A failed attempt is kept with its reason and the item is retaken up to `retries` times,
+then marked failed while the run goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from rig.config import Session
+from rig.devices import Shot
+from rig.display import load_for_display
+from rig.errors import CameraError, CameraUnavailable, DeviceError, RigError
+from rig.rigs import Devices
+from rig.store import Capture, Item, RunStore
+
+log = logging.getLogger(__name__)
+NOT_THE_ITEMS_FAULT = 1 << 30  # an attempt lost to a camera that stopped does not use up the item's retakes
+
+
+@dataclass
+class RunResult:
+    captured: int = 0  # accepted this run
+    failed_items: int = 0  # items that failed for good this run
+    failed_attempts: int = 0
+    elapsed_s: float = 0.0
+    stop_reason: str | None = None  # None: the plan is finished
+    interrupted: bool = False
+
+
+@dataclass
+class _Job:
+    item: Item
+    capture: Capture
+    shot: Shot | None = None
+    failure: str | None = None  # set: record a failed attempt instead of downloading
+    max_attempts: int = 1
+
+
+@dataclass
+class _Shared:
+    """What the two threads tell each other."""
+
+    retry: collections.deque[int] = field(default_factory=collections.deque)
+    in_flight: int = 0
+    lock: threading.Condition = field(default_factory=threading.Condition)
+    fatal: BaseException | None = None
+    pause: str | None = None
+
+
+class Engine:
+    def __init__(self, session: Session, store: RunStore, reader: RunStore, devices: Devices,
+                 on_progress: Callable[[str], None] = lambda outcome: None) -> None:
+        self.session, self.store, self.reader, self.devices = session, store, reader, devices
+        self.rig = session.rig
+        self.on_progress = on_progress
+        self.stop = threading.Event()
+        self.abandon = threading.Event()
+        self.max_attempts = session.config.retries + 1
+        self._shared = _Shared()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=2)
+        self._result = RunResult()
+        self._pose: dict[int, int] | None = None
+        self._lights: dict[int, int] | None = None
+
+    # ------------------------------------------------------------ main thread
+
+    def run(self) -> RunResult:
+        t0 = time.monotonic()
+        writer = threading.Thread(target=self._writer, name="rig-io", daemon=True)
+        writer.start()
+        prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rig-prefetch")
+        try:
+            self._loop(prefetch)
+        finally:
+            self._jobs.put(None)
+            if not self.abandon.is_set():
+                writer.join()
+            prefetch.shutdown(wait=False, cancel_futures=True)
+            self._safe_state()
+            self._result.elapsed_s = time.monotonic() - t0
+        if self._shared.fatal is not None:
+            raise self._shared.fatal
+        if self._shared.pause and not self._result.stop_reason:
+            self._result.stop_reason = self._shared.pause
+        return self._result
+
+    def _loop(self, prefetch: ThreadPoolExecutor) -> None:
+        display = self.devices.display
+        w, h = display.width, display.height
+        ahead: dict[int, Future[np.ndarray]] = {}
+        for item, upcoming in self._items():
+            if self.stop.is_set() or self._shared.pause or self._shared.fatal:
+                break
+            for nxt in upcoming:
+                if nxt.seq not in ahead:
+                    ahead[nxt.seq] = prefetch.submit(load_for_display, nxt.file, w, h)
+            fut = ahead.pop(item.seq, None) or prefetch.submit(load_for_display, item.file, w, h)
+            try:
+                frame = fut.result()
+            except ValueError as e:
+                self._enqueue(_Job(item, self._capture(item, None), failure=str(e), max_attempts=1))
+                continue
+            self._position(item)
+            readback = self.devices.motion.state()
+            display.show(frame)
+            capture = self._capture(item, readback)
+            try:
+                shot = self.devices.camera.trigger()
+            except CameraUnavailable as e:
+                self._result.stop_reason = str(e)
+                self._enqueue(_Job(item, capture, failure=f"camera: {e}", max_attempts=NOT_THE_ITEMS_FAULT))
+                break
+            except CameraError as e:
+                self._enqueue(_Job(item, capture, failure=f"camera: {e}", max_attempts=self.max_attempts))
+                continue
+            self._enqueue(_Job(item, capture, shot=shot, max_attempts=self.max_attempts))
+
+    def _items(self) -> Iterator[tuple[Item, list[Item]]]:
+        """Pending items in plan order, then retakes; each with the next few for prefetching."""
+        last = -1
+        while True:
+            with self._shared.lock:
+                retry = self._shared.retry.popleft() if self._shared.retry else None
+            if retry is not None:
+                yield self.reader.item(retry), []
+                continue
+            page = self.reader.pending_after(last, 32)
+            if page:
+                for i, item in enumerate(page):
+                    last = item.seq
+                    yield item, page[i + 1:i + 4]
+                    with self._shared.lock:
+                        if self._shared.retry:
+                            break
+                continue
+            with self._shared.lock:  # nothing pending: wait for in-flight captures that may need a retake
+                while self._shared.in_flight and not self._shared.retry:
+                    self._shared.lock.wait(0.1)
+                if not self._shared.retry:
+                    return
+
+    def _position(self, item: Item) -> None:
+        """Move to the item's pose and set its lights, only when they differ from what is set."""
+        motion = self.devices.motion
+        cond = item.condition
+        if cond.targets != self._pose:
+            motion.move(cond.targets, self.rig.motion.move_ms)
+            motion.wait_idle(self.rig.motion.idle_timeout_s)
+            time.sleep(self.rig.motion.settle_ms / 1000)
+            self._pose = cond.targets
+        if cond.lights != self._lights:
+            motion.set_lights(cond.lights)
+            self._lights = cond.lights
+
+    def _capture(self, item: Item, readback: object) -> Capture:
+        state = {} if readback is None else {
+            "positions": list(readback.positions), "lights": list(readback.lights), "flags": readback.flags}  # type: ignore[attr-defined]
+        return Capture(item.seq, time.time(), item.condition.targets, state, item.condition.lights)
+
+    def _enqueue(self, job: _Job) -> None:
+        with self._shared.lock:
+            self._shared.in_flight += 1
+        while True:
+            try:
+                self._jobs.put(job, timeout=0.2)
+                return
+            except queue.Full:
+                if self._shared.fatal or self.abandon.is_set():
+                    return
+
+    def _safe_state(self) -> None:
+        """Lights off, servos parked, screen black: the rig is safe to walk up to."""
+        try:
+            self.devices.motion.park()
+            self.devices.display.blank()
+        except RigError as e:
+            log.error("could not park the rig: %s", e)
+
+    # ------------------------------------------------------------ I/O thread
+
+    def _writer(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self.abandon.is_set() or self._shared.fatal:
+                self._done_with(job)
+                continue
+            try:
+                self._write(job)
+            except BaseException as e:  # disk full, database gone: stop the run, keep the reason
+                log.exception("I/O thread failed")
+                self._shared.fatal = e
+                self.stop.set()
+            finally:
+                self._done_with(job)
+
+    def _done_with(self, job: _Job) -> None:
+        with self._shared.lock:
+            self._shared.in_flight -= 1
+            self._shared.lock.notify_all()
+
+    def _write(self, job: _Job) -> None:
+        failure = job.failure
+        if failure is None:
+            assert job.shot is not None
+            try:
+                files = self.devices.camera.download(job.shot)
+            except CameraUnavailable as e:
+                self._shared.pause = str(e)
+                failure = f"download: {e}"
+            except (CameraError, DeviceError) as e:
+                failure = f"download: {e}"
+            else:
+                self.store.commit_photo(job.item, job.capture, files)
+                self._result.captured += 1
+                self.on_progress("done")
+                return
+        final = self.store.record_failure(job.item.seq, failure, job.max_attempts, job.capture)
+        self._result.failed_attempts += 1
+        if final:
+            self._result.failed_items += 1
+            self.on_progress("failed")
+            log.warning("%s under %s failed: %s", job.item.image_id, job.item.condition.label, failure)
+        elif not self._shared.pause:
+            with self._shared.lock:
+                self._shared.retry.append(job.item.seq)

@@ -1,0 +1,52 @@
+"""Export a run as a data set a CheXpert user can load: photos in the CheXpert tree plus captures.csv.
+
+The export is built in a sibling temp folder and renamed into place at the end, so an interrupted
+export never leaves a half-written data set under the requested name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+
+from rig.errors import ConfigError
+from rig.store import RunStore
+
+
+def export(store: RunStore, out: Path) -> int:
+    """Write every accepted capture under `out`; returns how many. Replaces an earlier export."""
+    out = out.resolve()
+    if out.exists() and not (out / "captures.csv").is_file():
+        raise ConfigError(f"{out}: exists and is not a rig export; choose another --out or remove it")
+    label_columns = json.loads(store.meta("label_columns") or "[]")
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    count = 0
+    with open(partial / "captures.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Path", "Study", "Source", *label_columns, "Condition", "Attempt", "SHA256"])
+        for study, image_id, source, labels, condition, rep, attempt, photo, sha in store.accepted():
+            view = PurePosixPath(str(image_id)).stem
+            rel = f"{study}/{view}_{condition}_{rep}{PurePosixPath(str(photo)).suffix}"
+            _link_or_copy(store.root / str(photo), partial / rel)
+            writer.writerow([rel, study, source, *json.loads(str(labels)), condition, attempt, sha])
+            count += 1
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(partial, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return count
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link when on the same file system (instant, no extra space), else copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
