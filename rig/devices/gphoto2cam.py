@@ -65,18 +65,18 @@ def _autodetect() -> list[tuple[str, str]]:
 
 
 def _read_serial(cam: Any) -> str | None:
-    """The camera's serial number from its config tree or summary; None when it has none."""
-    try:
-        cfg = cam.get_config()
-        for name in ("serialnumber", "eosserialnumber"):
-            try:
-                value = str(cfg.get_child_by_name(name).get_value()).strip()
-            except gp.GPhoto2Error:
-                continue
-            if value:
-                return value
-    except gp.GPhoto2Error:
-        pass
+    """The camera's serial number, or None when it has none.
+
+    Reads single widgets, not the whole tree: reading every property makes some cameras (and the
+    virtual one) queue property-change events that slow every later operation down.
+    """
+    for name in ("serialnumber", "eosserialnumber"):
+        try:
+            value = str(cam.get_single_config(name).get_value()).strip()
+        except gp.GPhoto2Error:
+            continue
+        if value:
+            return value
     try:
         for line in str(cam.get_summary().text).splitlines():
             if line.strip().lower().startswith("serial number:"):
@@ -188,23 +188,23 @@ def _coerce_value(widget: Any, name: str, value: str) -> Any:
 
 
 def _apply_settings(cam: Any, settings: Mapping[str, str], model: str) -> None:
-    """Validate every setting against the camera's widget tree, then write them one by one."""
-    if not settings:
-        return
-    cfg = cam.get_config()
-    writable = sorted({w.get_name() for w in _leaf_widgets(cfg)
-                       if not w.get_readonly() and w.get_type() != gp.GP_WIDGET_BUTTON})
+    """Validate every setting against the camera's widgets, then write those that differ."""
     planned: list[tuple[str, Any, Any]] = []
     for name, raw in settings.items():
         try:
-            widget = cfg.get_child_by_name(name)
+            widget = cam.get_single_config(name)
         except gp.GPhoto2Error:
+            writable = sorted({w.get_name() for w in _leaf_widgets(cam.get_config())
+                               if not w.get_readonly() and w.get_type() != gp.GP_WIDGET_BUTTON})
             raise ConfigError(f"camera setting {name!r} does not exist on {model}; "
                               f"choose one of: {', '.join(writable)}") from None
         if widget.get_readonly():
             raise ConfigError(f"camera setting {name!r} is read-only on {model}; remove it from the settings")
         planned.append((name, widget, _coerce_value(widget, name, str(raw))))
     for name, widget, value in planned:
+        if widget.get_value() == value:
+            log.info("camera setting %s = %r (already)", name, value)
+            continue
         widget.set_value(value)
         try:
             cam.set_single_config(name, widget)
@@ -235,6 +235,7 @@ class GPhoto2Camera:
         event_timeout_ms: int = 20,
         event_drain_max_s: float = 2.0,
         camera_factory: Callable[[], Any] = gp.Camera,
+        reopen_after_settings: bool = False,
     ) -> None:
         self.model, self.port, self.serial = model, port, serial
         self.settings = dict(settings or {})
@@ -243,6 +244,9 @@ class GPhoto2Camera:
         self.max_reconnects = max_reconnects
         self.reconnect_backoff_s, self.reconnect_backoff_max_s = reconnect_backoff_s, reconnect_backoff_max_s
         self.event_timeout_ms, self.event_drain_max_s = event_timeout_ms, event_drain_max_s
+        # Start a clean session once settings are written: reading properties makes some cameras
+        # (libgphoto2's virtual one: ~300 ms per shot) queue property events for the whole session.
+        self.reopen_after_settings = reopen_after_settings
         self._factory = camera_factory  # a hook for fault injection in tests (a gp.Camera subclass)
         self._lock = threading.RLock()  # libgphoto2 sessions are not thread-safe
         self._cam: Any = None
@@ -262,13 +266,7 @@ class GPhoto2Camera:
             if self._cam is not None:
                 return
             model, port = self._select()
-            cam = self._init_checked(model, port)
-            try:
-                _apply_settings(cam, self.settings, model)
-            except BaseException:
-                _safe_exit(cam)
-                raise
-            self._cam = cam
+            self._cam = self._start_session(model, port)
             log.info("camera %s on %s (serial %s) open", model, port, self._identity.serial if self._identity else None)
 
     def close(self) -> None:
@@ -317,6 +315,19 @@ class GPhoto2Camera:
             finally:
                 _safe_exit(cam)
         raise CameraUnavailable(f"no attached camera has serial {self.serial!r}")
+
+    def _start_session(self, model: str, port: str) -> Any:
+        """Init the camera and apply the settings; the same at open and after a reconnect."""
+        cam = self._init_checked(model, port)
+        try:
+            _apply_settings(cam, self.settings, model)
+        except BaseException:
+            _safe_exit(cam)
+            raise
+        if self.settings and self.reopen_after_settings:
+            _safe_exit(cam)  # a new object: re-init of an exited gp.Camera can crash libgphoto2
+            cam = self._init_checked(model, port)
+        return cam
 
     def _init_checked(self, model: str, port: str) -> Any:
         """Init on (model, port) and make sure it is the camera this run started with."""
@@ -399,15 +410,9 @@ class GPhoto2Camera:
             if ident.serial is None and port != ident.port:
                 continue  # no serial: the port is all that identifies it
             try:
-                cam = self._init_checked(model, port)
-            except CameraUnavailable as exc:
-                log.info("reconnect attempt %d: %s", attempt, exc)
-                continue
-            try:
-                _apply_settings(cam, self.settings, model)
-            except (ConfigError, gp.GPhoto2Error) as exc:
-                log.warning("reconnect attempt %d: re-applying settings failed: %s", attempt, exc)
-                _safe_exit(cam)
+                cam = self._start_session(model, port)
+            except (CameraUnavailable, ConfigError, gp.GPhoto2Error) as exc:
+                log.warning("reconnect attempt %d: %s", attempt, exc)
                 continue
             self._cam, self._lost = cam, False
             log.info("reconnected to %s on %s (session %d)", model, port, self._session)

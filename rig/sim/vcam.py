@@ -69,6 +69,7 @@ class VirtualCameraDir:
             d.mkdir(parents=True, exist_ok=True)
         self.frame = self.dir / self.FILE_NAME
         self._hidden = self._tmp / "unplugged.jpg"
+        self._is_unplugged = False
         self._lock = threading.Lock()
         self.put_frame(_PLACEHOLDER)
 
@@ -94,7 +95,8 @@ class VirtualCameraDir:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(jpeg)
                     fh.truncate(self.frame_size)  # zero padding, sparse where the fs allows
-                os.replace(tmp, self.frame)
+                # while unplugged the frame waits outside, for the camera's return
+                os.replace(tmp, self._hidden if self._is_unplugged else self.frame)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
@@ -102,7 +104,10 @@ class VirtualCameraDir:
     def unplug(self) -> None:
         """Simulate pulling the cable: the open session fails, autodetect finds no camera."""
         with self._lock:
+            if self._is_unplugged:
+                return
             os.replace(self.frame, self._hidden)
+            self._is_unplugged = True
             os.environ["IOLIBS"] = str(self._unplugged)
             serial = sorted(glob.glob(str(vusb_dir().parent / "iolibs" / "serial.so*")))
             link = self._unplugged / "serial.so"
@@ -112,7 +117,10 @@ class VirtualCameraDir:
     def replug(self) -> None:
         """Undo `unplug`: the camera is back on its port with the same frame."""
         with self._lock:
+            if not self._is_unplugged:
+                return
             os.replace(self._hidden, self.frame)
+            self._is_unplugged = False
             os.environ["IOLIBS"] = str(vusb_dir())
 
     def cleanup(self) -> None:
@@ -145,6 +153,8 @@ class SimGPhoto2Camera:
         self.vdir = vcam_dir
         self._own_dir = vcam_dir is None
         self.frame_size = vcam_dir.frame_size if vcam_dir else frame_size
+        # the virtual camera floods a session whose properties were read with events: start clean
+        gphoto2_options.setdefault("reopen_after_settings", True)
         self.camera = GPhoto2Camera(**gphoto2_options)
         self._lock = threading.RLock()
         self._pending: dict[int, Shot] = {}  # triggered, not yet fetched
