@@ -2,7 +2,11 @@
  * rigsim: run the real rigctl.elf in simavr as an ATmega328P at 16 MHz, with
  * UART0 on a pseudo-terminal and the servo / light pins measured.
  *
- *   rigsim [--realtime] [--eeprom FILE] [--pins FILE] [--pulses FILE] build/rigctl.elf
+ *   rigsim [--realtime] [--wait-host] [--eeprom FILE] [--pins FILE] [--pulses FILE] build/rigctl.elf
+ *
+ * --wait-host holds the MCU in reset until the host sends its first byte, so a
+ * host that opens the port first sees the boot events (pyserial flushes input
+ * on open, so a banner sent earlier is lost).
  *
  * First stdout line: "pty /dev/pts/N". Signals: SIGTERM/SIGINT stop (EEPROM
  * saved), SIGUSR1 power-cycles the MCU (EEPROM kept). Dies with its parent.
@@ -16,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,7 +62,7 @@ static void logger(avr_t *avr, const int level, const char *fmt, va_list ap)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: rigsim [--realtime] [--eeprom FILE] [--pins FILE] [--pulses FILE] ELF\n");
+            "usage: rigsim [--realtime] [--wait-host] [--eeprom FILE] [--pins FILE] [--pulses FILE] ELF\n");
     exit(2);
 }
 
@@ -111,10 +116,12 @@ static double now_s(void)
 int main(int argc, char **argv)
 {
     const char *elf = NULL, *eeprom_path = NULL, *pins_path = NULL, *pulses_path = NULL;
-    int realtime = 0;
+    int realtime = 0, wait_host = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--realtime"))
             realtime = 1;
+        else if (!strcmp(argv[i], "--wait-host"))
+            wait_host = 1;
         else if (!strcmp(argv[i], "--eeprom") && i + 1 < argc)
             eeprom_path = argv[++i];
         else if (!strcmp(argv[i], "--pins") && i + 1 < argc)
@@ -173,6 +180,17 @@ int main(int argc, char **argv)
 
     printf("pty %s\n", bridge.slave_name);
     fflush(stdout);
+
+    if (wait_host) {
+        /* The first host byte is dropped (the UART is not enabled yet), like on a board
+         * that is still in reset: hosts send an empty line first anyway. */
+        struct pollfd pfd = {.fd = bridge.master, .events = POLLIN};
+        while (!stop_requested && poll(&pfd, 1, 100) <= 0) {
+        }
+        char junk[256];
+        while (read(bridge.master, junk, sizeof junk) > 0) {
+        }
+    }
 
     avr_cycle_count_t next_poll = avr->cycle + POLL_CYCLES;
     avr_cycle_count_t next_snapshot = avr->cycle + SNAPSHOT_CYCLES;
