@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise PlanChangedError(
                 f"{args.session}: the plan changed since this run started ({'; '.join(changes)}); "
                 f"pass --replan to keep the {done} done captures that still match, or set a new 'output:'")
-    devices = open_devices(session.rig, fast=args.fast)
+    devices = open_devices(session.rig, session.rig_path, fast=args.fast)
     try:
         if not resuming:
             store = RunStore.create(session.output, session.path, manifest, conditions, repeats)
@@ -213,12 +213,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     out.print(table)
     failed = store.failed_items()
     if failed:
-        ft = Table(title="failed items")
-        for col in ("image", "condition", "repeat", "reason"):
-            ft.add_column(col)
+        out.print(f"failed items (first {len(failed)}):", highlight=False)
         for image_id, label, rep, reason in failed:
-            ft.add_row(image_id, label, str(rep), reason or "")
-        out.print(ft)
+            out.print(f"  {image_id} {label} r{rep}: {reason}", highlight=False, soft_wrap=True)
     store.close()
     return 0
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 from rig.config import RigConfig
 from rig.devices import Camera, Motion
 from rig.display import Display
+from rig.errors import ConfigError
 
 
 @dataclass
@@ -19,16 +22,18 @@ class Devices:
     camera: Camera
     display: Display
     stack: ExitStack  # closes everything in reverse order
+    physical: Callable[[], tuple[tuple[float, ...], tuple[int, ...]]] | None = None  # sim only: true rig state
 
     def close(self) -> None:
         self.stack.close()
 
 
-def open_devices(rig: RigConfig, fast: bool = False) -> Devices:
+def open_devices(rig: RigConfig, rig_path: Path, fast: bool = False) -> Devices:
     """Open controller, display and camera; anything opened is closed again if a later one fails.
 
     `fast` drops simulated latencies and display frame waits (tests of the store and engine).
     """
+    from rig.devices.link import PortUnavailable
     from rig.devices.rigctl import RigController
 
     stack = ExitStack()
@@ -41,14 +46,17 @@ def open_devices(rig: RigConfig, fast: bool = False) -> Devices:
             twin = TwinServer().start()
             stack.callback(twin.stop)
             port, physical = twin.port, twin.physical
-        motion = RigController.connect(port, rig)
+        try:
+            motion = RigController.connect(port, rig)
+        except PortUnavailable as e:
+            raise ConfigError(f"{rig_path}: controller.port: {e}; check the cable or fix the port") from None
         stack.callback(motion.close)
         display = Display(rig.display, wait_frames=not fast)
         stack.callback(display.close)
         camera = _camera(rig, display, physical, fast)
         camera.open()
         stack.callback(camera.close)
-        return Devices(motion, camera, display, stack)
+        return Devices(motion, camera, display, stack, physical)
     except BaseException:
         stack.close()
         raise
@@ -62,8 +70,6 @@ def _camera(rig: RigConfig, display: Display, physical: object, fast: bool) -> C
         return GPhoto2Camera(model=rig.camera.model, port=rig.camera.port, settings=rig.camera.settings,
                              keep_on_camera=rig.camera.keep_on_camera)
     if physical is None:
-        from rig.errors import ConfigError
-
         raise ConfigError(f"camera.backend '{backend}' photographs the simulated studio and needs "
                           "controller.port: sim; use backend: gphoto2 for a real camera")
     from rig.sim.camera import SimCamera
@@ -73,8 +79,12 @@ def _camera(rig: RigConfig, display: Display, physical: object, fast: bool) -> C
     if fast:
         studio.sim = studio.sim.model_copy(update={"time_scale": 0.0})
     if backend == "sim-gphoto2":
+        from rig.sim.studio import Scene
         from rig.sim.vcam import SimGPhoto2Camera
 
-        sim_cam = SimCamera(studio, display.frame, physical)  # type: ignore[arg-type]
-        return SimGPhoto2Camera(render=lambda: sim_cam.render_now())  # type: ignore[call-arg]
+        def render() -> bytes:  # what the camera sees at the trigger, through libgphoto2's virtual camera
+            pulses, lights = physical()  # type: ignore[operator]
+            return studio.jpeg(Scene(display.frame(), pulses, lights))
+
+        return SimGPhoto2Camera(render, settings=rig.camera.settings, keep_on_camera=rig.camera.keep_on_camera)
     return SimCamera(studio, display.frame, physical)  # type: ignore[arg-type]

@@ -41,6 +41,10 @@ def check_crc(line: str) -> str | None:
     return body if ok else None
 
 
+class PortUnavailable(DeviceError):
+    """The serial port could not be opened at all (wrong path, unplugged, no permission)."""
+
+
 class ControllerError(DeviceError):
     """The controller answered `err <code> <text>`."""
 
@@ -67,7 +71,7 @@ class Link:
         try:
             port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.02, write_timeout=2.0)
         except (serial.SerialException, OSError, ValueError) as e:
-            raise DeviceError(f"controller port {url}: cannot open ({e}); check the cable and 'controller.port'") from None
+            raise PortUnavailable(f"cannot open '{url}' ({e})") from None
         return cls(port, url, **kw)  # type: ignore[arg-type]
 
     def close(self) -> None:

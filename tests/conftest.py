@@ -1,0 +1,102 @@
+"""Shared fixtures: small phantom data sets and session/rig files that run fast on the simulated rig."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+RIG_BIN = [sys.executable, "-m", "rig.cli"]
+
+
+def rig_file(directory: Path, **overrides: object) -> Path:
+    """A small, quick simulated rig (the demo rig's poses and presets)."""
+    rig = yaml.safe_load((REPO / "calibration" / "sim-rig.yaml").read_text())
+    rig["display"].update(width=320, height=256, settle_frames=1)
+    rig["motion"].update(move_ms=0, settle_ms=0)
+    rig["sim"].update(photo_width=400, photo_height=300, time_scale=0.0)
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            rig.setdefault(key, {}).update(value)
+        else:
+            rig[key] = value
+    path = directory / "rig.yaml"
+    path.write_text(yaml.safe_dump(rig, sort_keys=False))
+    return path
+
+
+def session_file(directory: Path, data: Path, rig: Path, **overrides: object) -> Path:
+    session = {
+        "rig": str(rig),
+        "manifest": {"csv": str(data / "train.csv"), "image_root": str(data)},
+        "conditions": [{"pose": "front", "lighting": "bright"}, {"pose": "left", "lighting": "dim"},
+                       {"pose": "right_high", "lighting": "left_only"}],
+        "repeats": 1,
+        "retries": 2,
+        "output": str(directory / "run"),
+    }
+    session.update(overrides)
+    path = directory / "session.yaml"
+    path.write_text(yaml.safe_dump(session, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight phantom x-rays with a CheXpert-form manifest (read-only: copy before changing)."""
+    from rig.demo_data import make_demo_data
+
+    out = tmp_path_factory.mktemp("phantoms")
+    make_demo_data(out, count=8, seed=1)
+    return out
+
+
+def run_rig(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real `rig` command in its own process, as an operator runs it."""
+    return subprocess.run([*RIG_BIN, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def photos_show_their_sources(run: Path, rig_path: Path) -> int:
+    """Rectify every accepted photo with the studio's ground-truth geometry for its pose and check that
+    it correlates best with its own source image; returns how many photos were checked."""
+    import json
+    import sqlite3
+
+    import cv2
+    import numpy as np
+
+    from rig.config import load_rig
+    from rig.display import load_for_display
+    from rig.sim.studio import Studio
+
+    rig = load_rig(rig_path)
+    studio = Studio(rig)
+    w, h = rig.display.width, rig.display.height
+    with sqlite3.connect(run / "run.sqlite") as db:
+        rows = db.execute("""SELECT a.photo, im.file, c.targets FROM attempts a JOIN items it ON it.seq = a.seq
+                             JOIN images im ON im.image_no = it.image_no
+                             JOIN conditions c ON c.condition_no = it.condition_no
+                             WHERE a.status = 'accepted'""").fetchall()
+    sources = {f: cv2.cvtColor(load_for_display(f, w, h), cv2.COLOR_RGB2GRAY).astype(np.float32).ravel()
+               for f in {r[1] for r in rows}}
+    for photo, file, targets in rows:
+        pulses = [1500.0] * 4
+        for ch, us in json.loads(targets).items():
+            pulses[int(ch)] = us
+        corners = studio.screen_corners(tuple(pulses), w, h)
+        H = cv2.getPerspectiveTransform(corners, np.float32([[0, 0], [w, 0], [w, h], [0, h]]))
+        img = cv2.imread(str(run / photo), cv2.IMREAD_GRAYSCALE)
+        assert img is not None, f"{photo} does not decode"
+        rect = cv2.warpPerspective(img, H, (w, h)).astype(np.float32).ravel()
+        scores = {f: np.corrcoef(rect, s)[0, 1] for f, s in sources.items()}
+        best = max(scores, key=lambda f: scores[f])
+        assert best == file, f"{photo} looks like {best}, not its own source {file}"
+    return len(rows)

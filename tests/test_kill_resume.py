@@ -1,0 +1,60 @@
+"""Exactly once across SIGKILL: kill the real `rig run` at random moments, resume, check the result."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import REPO, RIG_BIN, rig_file, run_rig, session_file
+
+KILLS = 20
+
+
+def test_sigkill_at_random_moments_then_resume_gives_exactly_one_photo_per_item(
+        tmp_path: Path, phantoms: Path) -> None:
+    rig = rig_file(tmp_path, sim={"download_s": 0.03, "shutter_lag_s": 0.005, "time_scale": 1.0})
+    session = session_file(tmp_path, phantoms, rig, repeats=6)  # 8 images x 3 conditions x 6 = 144 items
+    run = tmp_path / "run"
+    rng = random.Random(20261127)
+    kills, finished_early, progress = 0, 0, []
+    while kills < KILLS:
+        proc = subprocess.Popen([*RIG_BIN, "run", str(session)], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(0.2, 1.6))
+            finished_early += 1
+            assert proc.returncode == 0
+            assert finished_early < 3, f"the session finished after only {kills} kills; make it longer"
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            kills += 1
+        if (run / "run.sqlite").exists():
+            with sqlite3.connect(run / "run.sqlite") as db:
+                progress.append(db.execute("SELECT COUNT(*) FROM items WHERE state = 'done'").fetchone()[0])
+
+    final = run_rig("run", str(session))
+    assert final.returncode == 0, final.stderr
+    print(f"\n{kills} SIGKILLs; done after each: {progress}; final run: {final.stderr.strip().splitlines()[-1]}")
+
+    with sqlite3.connect(run / "run.sqlite") as db:
+        planned = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        states = dict(db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
+        accepted = db.execute("SELECT seq, photo, sha256, bytes FROM attempts WHERE status = 'accepted'").fetchall()
+        writing = db.execute("SELECT COUNT(*) FROM attempts WHERE status = 'writing'").fetchone()[0]
+        interrupted = db.execute("SELECT COUNT(*) FROM attempts WHERE status = 'interrupted'").fetchone()[0]
+    print(f"{planned} planned, {len(accepted)} accepted, {interrupted} attempts interrupted mid-write and retaken")
+    assert planned == 144 and states == {"done": 144}
+    assert len(accepted) == 144 and len({seq for seq, *_ in accepted}) == 144  # one photo per item, no duplicates
+    assert writing == 0
+    for _, photo, sha, size in accepted:
+        data = (run / photo).read_bytes()
+        assert len(data) == size and hashlib.sha256(data).hexdigest() == sha
+    on_disk = {p.relative_to(run).as_posix() for p in (run / "photos").rglob("*") if p.is_file()}
+    assert on_disk == {photo for _, photo, _, _ in accepted}  # no stray, temp or orphaned files
+    leftovers = [p.name for p in run.rglob("*") if p.name.endswith((".tmp", ".new", ".partial"))]
+    assert leftovers == []
