@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup firmware clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,12 @@ demo: $(STAMP) demo/data/train.csv
 	$(BIN)/rig status sessions/demo.yaml
 	$(BIN)/rig export sessions/demo.yaml --out demo/export
 
-test: $(STAMP)
+# The AVR toolchain and simavr come from Debian packages (installed only when missing).
+firmware:
+	sh firmware/install-deps.sh
+	$(MAKE) -C firmware
+
+test: $(STAMP) firmware
 	$(BIN)/python -m pytest -q
 
 clean:

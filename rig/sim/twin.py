@@ -319,6 +319,7 @@ class TwinServer:
                         buf += os.read(self.master, 4096)
                     except (BlockingIOError, OSError):
                         pass
+                self._send(self.controller.tick())  # a banner or event due now goes out before any reply
                 while b"\n" in buf:
                     line, _, buf = buf.partition(b"\n")
                     if overlong:
