@@ -186,6 +186,7 @@ class Engine:
         try:
             self.devices.motion.park()
             self.devices.display.blank()
+            self.devices.motion.wait_idle(self.rig.motion.idle_timeout_s)
         except RigError as e:
             log.error("could not park the rig: %s", e)
 
