@@ -88,8 +88,10 @@ static void eeprom_save(avr_t *avr, const char *path)
         return;
     uint8_t buf[EEPROM_SIZE];
     avr_eeprom_desc_t d = {.ee = buf, .offset = 0, .size = sizeof buf};
-    if (avr_ioctl(avr, AVR_IOCTL_EEPROM_GET, &d) != 0)
-        return;
+    /* simavr 1.6's avr_ioctl() returns -1 here even though the copy is made:
+     * don't trust the return value, the buffer is what counts. */
+    memset(buf, 0xFF, sizeof buf);
+    avr_ioctl(avr, AVR_IOCTL_EEPROM_GET, &d);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
