@@ -26,10 +26,19 @@ void text_u32(Text &t, uint32_t v)
 {
     char tmp[10];
     uint8_t n = 0;
+    /* 32-bit division is slow on the AVR (~600 cycles): only use it while needed;
+     * most numbers (pulses, levels) fit the much cheaper 16-bit path. */
+    while (v > 0xFFFFu) {
+        uint32_t q = v / 10;
+        tmp[n++] = (char)('0' + (uint8_t)(v - q * 10));
+        v = q;
+    }
+    uint16_t w = (uint16_t)v;
     do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
+        uint16_t q = w / 10;
+        tmp[n++] = (char)('0' + (uint8_t)(w - q * 10));
+        w = q;
+    } while (w);
     while (n)
         text_char(t, tmp[--n]);
 }

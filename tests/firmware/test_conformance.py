@@ -24,3 +24,19 @@ def test_checked_status_stream_answers_every_line(sim):
         assert reply is not None, f"no reply to seq {seq}"
         body, crc_ok = runner.split_crc(reply)
         assert crc_ok and body.startswith(b"#%d ok ms=" % seq), reply
+
+
+def test_vectors_pass_on_portable_core_built_for_the_host(firmware_build):
+    # The protocol core is plain C++: built with the PC's g++ (no AVR, no simulator) it must
+    # behave the same. rigctl-host serves it on a pty just like rigsim.
+    import subprocess
+
+    from fwsim import BUILD
+
+    proc = subprocess.Popen([str(BUILD / "rigctl-host")], stdout=subprocess.PIPE, text=True)
+    try:
+        pty = proc.stdout.readline().split()[1]
+        assert runner.run_vectors(pty, VECTORS) == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
