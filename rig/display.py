@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from rig.config import DisplayConfig
 from rig.errors import DeviceError
+from rig.manifest import inside_root
 
 
 def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -30,11 +32,17 @@ def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return canvas
 
 
-def load_for_display(path: os.PathLike[str] | str, width: int, height: int) -> np.ndarray:
-    """Decode an image file and letterbox it; unreadable files raise ValueError with the reason."""
-    data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
-    if data is None:
+def load_for_display(path: Path | str, width: int, height: int, root: Path | None = None) -> np.ndarray:
+    """Decode an image file and letterbox it; unreadable files raise ValueError with the reason.
+
+    With `root`, a file that a symbolic link takes outside the image root is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
         raise ValueError(f"image not found: {path}")
+    if root is not None and not inside_root(path, root):
+        raise ValueError(f"image path leaves the image root through a link: {path}")
+    data = np.fromfile(path, np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"image cannot be decoded: {path}")

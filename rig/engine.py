@@ -100,14 +100,15 @@ class Engine:
     def _loop(self, prefetch: ThreadPoolExecutor) -> None:
         display = self.devices.display
         w, h = display.width, display.height
+        root = self.session.image_root or self.session.image_folder
         ahead: dict[int, Future[np.ndarray]] = {}
         for item, upcoming in self._items():
             if self.stop.is_set() or self._shared.pause or self._shared.fatal:
                 break
             for nxt in upcoming:
                 if nxt.seq not in ahead:
-                    ahead[nxt.seq] = prefetch.submit(load_for_display, nxt.file, w, h)
-            fut = ahead.pop(item.seq, None) or prefetch.submit(load_for_display, item.file, w, h)
+                    ahead[nxt.seq] = prefetch.submit(load_for_display, nxt.file, w, h, root)
+            fut = ahead.pop(item.seq, None) or prefetch.submit(load_for_display, item.file, w, h, root)
             try:
                 frame = fut.result()
             except ValueError as e:
