@@ -106,3 +106,36 @@ def test_missing_and_corrupt_images_fail_their_items_and_the_run_goes_on(tmp_pat
     assert "18/24 done, 6 failed" in result.stderr
     status = run_rig("status", str(session))
     assert "image not found" in status.stdout and "cannot be decoded" in status.stdout
+
+
+def test_a_plain_folder_of_images_is_a_manifest_with_study_ids_from_folders(tmp_path: Path, phantoms: Path) -> None:
+    folder = tmp_path / "images"
+    for i, src in enumerate(sorted((phantoms / "CheXpert-v1.0-small").rglob("*.jpg"))[:4]):
+        dst = folder / f"case{i // 2}" / f"img{i}.jpg"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    (folder / "case0" / "notes.txt").write_text("not an image")
+    session = session_file(tmp_path, phantoms, rig_file(tmp_path), manifest={"folder": str(folder)})
+    assert run_rig("run", str(session)).returncode == 0
+    out = tmp_path / "export"
+    assert run_rig("export", str(session), "--out", str(out)).returncode == 0
+    with open(out / "captures.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 12
+    assert {r["Study"] for r in table} == {"case0", "case1"}
+    assert {r["Source"] for r in table} == {f"case{i // 2}/img{i}.jpg" for i in range(4)}
+
+
+def test_an_image_linked_from_outside_the_root_fails_only_its_item(tmp_path: Path, phantoms: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(phantoms, data)
+    with open(data / "train.csv", newline="") as f:
+        first = next(csv.DictReader(f))["Path"]
+    outside = tmp_path / "secret.jpg"
+    shutil.copy(data / first, outside)
+    (data / first).unlink()
+    (data / first).symlink_to(outside)
+    session = session_file(tmp_path, data, rig_file(tmp_path))
+    result = run_rig("run", str(session))
+    assert result.returncode == 0 and "21/24 done, 3 failed" in result.stderr
+    assert "leaves the image root" in run_rig("status", str(session)).stdout
