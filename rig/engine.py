@@ -86,8 +86,8 @@ class Engine:
             self._loop(prefetch)
         finally:
             self._jobs.put(None)
-            if not self.abandon.is_set():
-                writer.join()
+            # Abandoning skips queued downloads; the one in progress gets a few seconds to end.
+            writer.join(timeout=5 if self.abandon.is_set() else None)
             prefetch.shutdown(wait=False, cancel_futures=True)
             self._safe_state()
             self._result.elapsed_s = time.monotonic() - t0
