@@ -23,7 +23,12 @@ uint8_t mcusr_at_boot __attribute__((section(".noinit")));
 extern "C" void grab_mcusr(void) __attribute__((naked, used, section(".init3")));
 extern "C" void grab_mcusr(void)
 {
-    mcusr_at_boot = MCUSR;
+    /* Optiboot clears MCUSR before starting us but leaves its copy in r2,
+     * which the C start-up code has not touched yet at .init3. */
+    uint8_t from_bootloader;
+    __asm__ __volatile__("mov %0, r2" : "=r"(from_bootloader));
+    uint8_t m = MCUSR;
+    mcusr_at_boot = m ? m : from_bootloader;
     MCUSR = 0;
     wdt_disable();
 }
