@@ -15,6 +15,7 @@ def test_host_silence_turns_lights_off_and_holds_servos(start_sim):
 
     wait_event(s, "safe cause=host-timeout", timeout=3.0)
     quiet = time.monotonic() - t_last
+    print(f"host-timeout: !safe after {quiet * 1000:.1f} ms")
     assert 0.9 <= quiet <= 1.1, f"!safe after {quiet * 1000:.0f} ms of silence, timeout is 1000 ms"
 
     now = sim.sim_time_us()
