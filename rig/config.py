@@ -25,7 +25,8 @@ class Strict(BaseModel):
 
 
 class ControllerConfig(Strict):
-    port: str = Field(description="'sim' for the simulated controller, else a pyserial URL or path")
+    port: str = Field(description="'sim': the Python twin; 'simavr': the real firmware in simavr; "
+                                  "else a pyserial URL or path")
     baudrate: int = 115200
     reply_timeout_s: float = Field(0.5, gt=0)
     retries: int = Field(5, ge=0)

@@ -46,6 +46,12 @@ def open_devices(rig: RigConfig, rig_path: Path, fast: bool = False) -> Devices:
             twin = TwinServer().start()
             stack.callback(twin.stop)
             port, physical = twin.port, twin.physical
+        elif port == "simavr":
+            from rig.sim.avr import AvrSimulator
+
+            avr = AvrSimulator()
+            stack.callback(avr.stop)
+            port, physical = avr.port, avr.physical
         try:
             motion = RigController.connect(port, rig)
         except PortUnavailable as e:
