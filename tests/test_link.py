@@ -1,0 +1,136 @@
+"""The host link over a lossy line: lost and corrupted replies are retransmitted with the same sequence
+number and never execute twice; a controller reset mid-session is detected and the rig restored.
+Run against the Python twin and the real firmware in simavr."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+import tty
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import serial
+
+from conftest import REPO
+from rig.config import load_rig
+from rig.devices.link import Link
+from rig.devices.rigctl import RigController
+from rig.sim.avr import AvrSimulator
+from rig.sim.twin import TwinServer
+
+
+class LossyProxy:
+    """A pty in front of a controller port that can drop or corrupt the controller's reply lines."""
+
+    def __init__(self, upstream: str) -> None:
+        self.up = serial.Serial(upstream, 115200, timeout=0, write_timeout=2)
+        self.master, self._slave = os.openpty()
+        tty.setraw(self.master)
+        tty.setraw(self._slave)
+        self.port = os.ttyname(self._slave)
+        self.mangle: Callable[[bytes], bytes | None] = lambda line: line
+        self.replies_seen: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        buf = b""
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.master, self.up.fileno()], [], [], 0.01)
+            if self.master in ready:
+                self.up.write(os.read(self.master, 4096))
+            if self.up.fileno() in ready:
+                buf += self.up.read(4096)
+                while b"\n" in buf:
+                    line, _, buf = buf.partition(b"\n")
+                    if line.startswith(b"#"):
+                        self.replies_seen.append(line)
+                    out = self.mangle(line) if line.startswith(b"#") else line
+                    if out is not None:
+                        os.write(self.master, out + b"\n")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.up.close()
+        os.close(self.master)
+        os.close(self._slave)
+
+
+@pytest.fixture(params=["twin", "firmware"])
+def controller(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The port of a running controller: the Python twin, or the real firmware in simavr."""
+    if request.param == "twin":
+        twin = TwinServer().start()
+        yield twin.port
+        twin.stop()
+    else:
+        avr = AvrSimulator()
+        yield avr.port
+        avr.stop()
+
+
+def _drop_first(matching: bytes) -> Callable[[bytes], bytes | None]:
+    state = {"dropped": False}
+
+    def mangle(line: bytes) -> bytes | None:
+        if matching in line and not state["dropped"]:
+            state["dropped"] = True
+            return None
+        return line
+    return mangle
+
+
+def _corrupt_first(matching: bytes) -> Callable[[bytes], bytes | None]:
+    state = {"done": False}
+
+    def mangle(line: bytes) -> bytes | None:
+        if matching in line and not state["done"]:
+            state["done"] = True
+            return line.replace(b"ok", b"ox", 1)
+        return line
+    return mangle
+
+
+@pytest.mark.parametrize("fault", [_drop_first, _corrupt_first], ids=["lost-reply", "corrupted-reply"])
+def test_a_lost_or_corrupted_reply_is_retransmitted_and_executes_once(controller: str, fault) -> None:  # type: ignore[no-untyped-def]
+    proxy = LossyProxy(controller)
+    try:
+        link = Link.open(proxy.port, reply_timeout_s=0.3, retries=3)
+        link.resync()
+        link.command("limit 0 1000 2000 1500 1000")
+        link.command("move 0 0:1000")
+        while "moving=1" in link.command("status"):
+            time.sleep(0.02)
+        proxy.mangle = fault(b"ok 1000")  # the reply to the 1000 us move below: 1000 ms at 1000 us/s
+        assert link.command("move 0 0:2000") == "1000"
+        assert link.retransmissions == 1
+        # Executed once: the retransmission goes out up to 0.3 s into the move, where a second execution
+        # would have answered a shorter duration than the first reply's 1000 ms.
+        moves = [r for r in proxy.replies_seen if r.startswith(f"#{link.seq} ".encode())]
+        assert len(moves) == 2 and moves[0] == moves[1]  # the second is the cached reply, byte for byte
+        link.close()
+    finally:
+        proxy.close()
+
+
+def test_a_controller_reset_mid_session_is_detected_and_the_rig_restored(controller: str) -> None:
+    rig = load_rig(REPO / "calibration" / "sim-rig.yaml")
+    ctl = RigController(Link.open(controller, reply_timeout_s=0.5), rig)
+    ctl.setup()
+    pose = rig.pose_targets("left")
+    ctl.move(pose, 100)
+    ctl.wait_idle(10)
+    ctl.set_lights({0: 200, 1: 90})
+    ctl.link.command("reset")  # the watchdog reboots the controller: limits stay, pose and lights are lost
+    time.sleep(0.5)
+    state = ctl.wait_idle(10)  # the driver sees the banner and restores before reporting
+    assert ctl.resets_seen == 1
+    assert state.lights[:2] == (200, 90)
+    assert {ch: state.positions[ch] for ch in pose} == pose
+    ctl.close()
