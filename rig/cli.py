@@ -51,6 +51,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("doctor", help="what this machine can reach: cameras, serial ports, firmware tools, a rig")
+    p.add_argument("rig", type=Path, nargs="?", help="a rig file whose devices to open once")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("firmware", help="build or flash the rigctl controller firmware")
+    fw = p.add_subparsers(dest="action", required=True)
+    fw.add_parser("build", help="make -C firmware (Debian's gcc-avr, avr-libc, arduino-core-avr)")
+    fl = fw.add_parser("flash", help="flash an Uno/Nano through its bootloader with avrdude")
+    fl.add_argument("--port", required=True, help="serial device of the board, e.g. /dev/ttyACM0")
+    fl.add_argument("--baud", type=int, default=115200, help="bootloader baud rate (old Nanos: 57600)")
+    p.set_defaults(func=cmd_firmware)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -232,6 +244,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     n = export(store, args.out)
     store.close()
     Console().print(f"exported {n} photos and captures.csv to {args.out}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from rig.config import load_rig
+    from rig.doctor import machine_checks, rig_checks
+
+    checks = machine_checks()
+    if args.rig is not None:
+        checks += rig_checks(load_rig(args.rig), args.rig)
+    out = Console(soft_wrap=True, highlight=False)
+    for c in checks:
+        out.print(f"{'[green]ok  [/]' if c.ok else '[red]FAIL[/]'} {c.name}: {c.detail}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_firmware(args: argparse.Namespace) -> int:
+    from rig import firmware
+
+    if args.action == "build":
+        firmware.build()
+    else:
+        firmware.flash(args.port, baud=args.baud)
     return 0
 
 
