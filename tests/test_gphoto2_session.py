@@ -47,3 +47,13 @@ def test_gphoto2_session_survives_sigkill_and_camera_store_full(tmp_path: Path, 
         accepted = db.execute("SELECT COUNT(*), COUNT(DISTINCT seq) FROM attempts WHERE status = 'accepted'").fetchone()
     assert accepted == (48, 48)
     assert photos_show_their_sources(run, rig_path) == 48
+
+
+def test_a_camera_setting_the_camera_does_not_offer_is_one_line_listing_the_choices(
+        tmp_path: Path, phantoms: Path) -> None:
+    rig_path = rig_file(tmp_path, camera={"backend": "sim-gphoto2", "settings": {"f-number": "f/99"}})
+    result = run_rig("run", str(session_file(tmp_path, phantoms, rig_path)))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "camera setting 'f-number': 'f/99' is not offered; choose one of: f/2.8," in result.stderr
+    assert not (tmp_path / "run").exists()
