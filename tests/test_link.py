@@ -134,3 +134,17 @@ def test_a_controller_reset_mid_session_is_detected_and_the_rig_restored(control
     assert state.lights[:2] == (200, 90)
     assert {ch: state.positions[ch] for ch in pose} == pose
     ctl.close()
+
+
+def test_after_host_silence_the_driver_relights_and_reposes_before_reporting(controller: str) -> None:
+    rig = load_rig(REPO / "calibration" / "sim-rig.yaml").model_copy(deep=True)
+    ctl = RigController(Link.open(controller, reply_timeout_s=0.5), rig)
+    ctl.setup()
+    ctl.link.command("timeout 200")
+    ctl.move(rig.pose_targets("right_high"), 0)
+    ctl.wait_idle(10)
+    ctl.set_lights({0: 120, 1: 30})
+    time.sleep(0.6)  # silence: the controller turns the lights off and says so
+    state = ctl.state()
+    assert state.lights[:2] == (120, 30) and not state.flags & 0x02
+    ctl.close()

@@ -114,6 +114,14 @@ class RigController:
         self._send_lights(levels)
 
     def state(self) -> MotionState:
+        """The controller's state now; a reset or safe state seen on the way is repaired first."""
+        st = self._query()
+        if self._needs_restore:
+            self._restore()
+            st = self._query()
+        return st
+
+    def _query(self) -> MotionState:
         f = _fields(self.link.command("status"))
         return MotionState(_ints(f["pos"]), _ints(f["target"]), _ints(f["light"]), f["moving"] == "1",
                            int(f["flags"], 16))
@@ -123,9 +131,6 @@ class RigController:
         while True:
             st = self.state()
             if not st.moving:
-                if self._needs_restore:
-                    self._restore()
-                    continue
                 return st
             if time.monotonic() > deadline:
                 raise DeviceError(f"controller at {self.link.name}: servos still moving after {timeout_s:.0f} s; "
