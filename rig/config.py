@@ -74,22 +74,122 @@ class MotionConfig(Strict):
     idle_timeout_s: float = Field(30.0, gt=0)
 
 
+Vec3 = tuple[float, float, float]
+
+
+class ServoJointModel(Strict):
+    """A servo-driven joint: true angle = deg_per_us * (pulse - zero_us) + deg_per_us2 * (pulse - zero_us)^2."""
+
+    servo: str | None
+    zero_us: float = 1500.0
+    deg_per_us: float = 0.09
+    deg_per_us2: float = 0.0
+
+
+class MonitorModel(Strict):
+    """The monitor; its screen centre is the studio's origin (x right, y down, z into the screen)."""
+
+    width_mm: float = Field(376.3, gt=0, description="active area; pixel pitch = width_mm / display.width")
+    height_mm: float = Field(301.1, gt=0)
+    bezel_mm: float = Field(18.0, ge=0)
+    fill: float = Field(0.8, gt=0, le=1, description="emitting fraction of a pixel's pitch (black matrix)")
+    reflectance: float = Field(0.035, ge=0, description="diffuse reflectance of the screen (veil)")
+    gloss: float = Field(0.02, ge=0, description="specular reflectance of the screen's front (glare)")
+    roughness_deg: float = Field(1.2, ge=0, description="spread of the specular lobe (anti-glare coating)")
+
+
+class CameraArmModel(Strict):
+    """Camera kinematic chain: a pan arm swinging about a vertical axis through `pivot_mm`, a tilt arc
+    raising the camera about a horizontal axis through the same point, and a head that aims the camera
+    at the pivot, mounted with a small fixed misalignment `mount_deg` (yaw, pitch, roll)."""
+
+    pan: ServoJointModel = ServoJointModel(servo="camera_pan", zero_us=1506.0, deg_per_us=0.0905)
+    tilt: ServoJointModel = ServoJointModel(servo="camera_tilt", zero_us=1496.0, deg_per_us=0.0895)
+    pivot_mm: Vec3 = (0.0, 0.0, 0.0)
+    radius_mm: float = Field(900.0, gt=0, description="pivot to camera centre")
+    mount_deg: Vec3 = (0.3, -0.2, 0.25)
+
+
+class LensModel(Strict):
+    """Pinhole intrinsics with OpenCV distortion; focal length in px follows from the sensor width."""
+
+    focal_mm: float = Field(41.0, gt=0)
+    sensor_width_mm: float = Field(23.5, gt=0)
+    principal_offset_px: tuple[float, float] = (3.0, -2.0)
+    dist_coeffs: tuple[float, float, float, float, float] = (-0.025, 0.012, 0.0, 0.0, 0.0)
+    f_number: float = Field(8.0, gt=0)
+    focus_mm: float | None = Field(None, gt=0, description="focus distance; default the arm radius")
+    softness_um: float = Field(4.0, ge=0, description="lens blur on the sensor (Gaussian sigma, micrometres)")
+    sensor_fill: float = Field(0.7, gt=0, le=1, description="light-gathering fraction of a sensor pixel's width")
+
+
+class LightArmModel(Strict):
+    """A lamp on a servo arm: it swings about a vertical axis through `pivot_mm` at `reach_mm`."""
+
+    servo: str | None = None
+    zero_us: float = 1500.0
+    deg_per_us: float = 0.09
+    pivot_mm: Vec3 = (0.0, -200.0, -350.0)
+    reach_mm: float = Field(300.0, ge=0)
+    lamp_radius_mm: float = Field(40.0, gt=0, description="size of the diffuser")
+    power: float = Field(0.35, ge=0, description="illuminance at 700 mm at full level, in screen-white units")
+    radiance: float = Field(150.0, ge=0, description="diffuser radiance at full level, in screen-white units")
+
+
+class EffectsModel(Strict):
+    """Every photographic effect can be switched off (tests of one effect switch the others off)."""
+
+    distortion: bool = True
+    glare: bool = True
+    moire: bool = True
+    defocus: bool = True
+    noise: bool = True
+    vignetting: bool = True
+
+
+def _default_lights() -> dict[str, LightArmModel]:
+    return {"left": LightArmModel(servo="light_left", pivot_mm=(-60.0, -100.0, -350.0)),
+            "right": LightArmModel(servo="light_right", pivot_mm=(60.0, -100.0, -350.0))}
+
+
+TIMING_PROFILES: dict[str, dict[str, float]] = {
+    # A tethered DSLR over USB 2: ~150 ms shutter lag, 1/30 s exposure, a ~10 MB JPEG at ~25 MB/s.
+    "dslr-usb2": {"shutter_lag_s": 0.15, "exposure_s": 1 / 30, "download_s": 0.45},
+    "zero": {"shutter_lag_s": 0.0, "exposure_s": 0.0, "download_s": 0.0},
+}
+
+
 class SimConfig(Strict):
-    """Parameters of the simulated devices (ignored by real ones)."""
+    """Parameters of the simulated devices and the virtual studio (ignored by real ones)."""
 
     photo_width: int = Field(1600, ge=64)
     photo_height: int = Field(1200, ge=64)
-    shutter_lag_s: float = Field(0.15, ge=0)
-    download_s: float = Field(0.5, ge=0)
+    profile: Literal["dslr-usb2", "zero"] = "dslr-usb2"
+    shutter_lag_s: float | None = Field(None, ge=0, description="default from the profile")
+    exposure_s: float | None = Field(None, ge=0, description="default from the profile")
+    download_s: float | None = Field(None, ge=0, description="default from the profile")
     time_scale: float = Field(1.0, ge=0, description="multiplies simulated camera latencies")
-    noise: float = Field(2.0, ge=0, description="sensor noise, grey levels (sigma)")
+    display_lag_frames: int | tuple[int, int] = Field(
+        0, description="the screen shows a frame this many flips after show(); [lo, hi]: random per frame")
+    seed: int = 0
+    monitor: MonitorModel = MonitorModel()
+    arm: CameraArmModel = CameraArmModel()
+    lens: LensModel = LensModel()
+    lights: dict[str, LightArmModel] = Field(default_factory=_default_lights)
+    ambient: float = Field(0.04, ge=0, description="room illuminance without the rig's lights, screen-white units")
+    wall_albedo: float = Field(0.12, ge=0)
+    exposure_gain: float = Field(0.78, gt=0, description="linear sensor value of a white screen pixel")
+    white_balance: Vec3 = (0.97, 1.0, 1.06)
+    vignetting: float = Field(1.0, ge=0, description="strength of the cos^4 fall-off")
+    noise: float = Field(1.5, ge=0, description="read noise, grey levels (sigma)")
+    shot_noise: float = Field(0.06, ge=0, description="shot noise variance per grey level")
     jpeg_quality: int = Field(90, ge=10, le=100)
-    pixel_pitch_mm: float = Field(0.294, gt=0, description="monitor pixel pitch")
-    bezel_mm: float = Field(18.0, ge=0)
-    camera_distance_mm: float = Field(900.0, gt=0, description="camera to screen centre")
-    focal_px: float = Field(2800.0, gt=0)
-    pan_deg_per_us: float = Field(0.09, description="camera arm angle per microsecond of pulse")
-    tilt_deg_per_us: float = Field(0.09)
+    effects: EffectsModel = EffectsModel()
+
+    def timing(self, name: str) -> float:
+        """A latency in seconds: the explicit value, else the profile's."""
+        value = getattr(self, name)
+        return TIMING_PROFILES[self.profile][name] if value is None else float(value)
 
 
 class RigConfig(Strict):
@@ -121,6 +221,13 @@ class RigConfig(Strict):
                     raise ValueError(f"lighting '{preset}': unknown light '{light}' (lights: {', '.join(self.lights)})")
                 if not 0 <= level <= 255:
                     raise ValueError(f"lighting '{preset}': {light}={level} is outside 0..255")
+        for where, servo in [("sim.arm.pan", self.sim.arm.pan.servo), ("sim.arm.tilt", self.sim.arm.tilt.servo),
+                             *((f"sim.lights.{n}", l.servo) for n, l in self.sim.lights.items())]:
+            if servo is not None and servo not in self.servos:
+                raise ValueError(f"{where}: unknown servo '{servo}' (servos: {', '.join(self.servos)})")
+        for name in self.sim.lights:
+            if name not in self.lights:
+                raise ValueError(f"sim.lights: unknown light '{name}' (lights: {', '.join(self.lights)})")
         return self
 
     def pose_targets(self, pose: str) -> dict[int, int]:
@@ -169,6 +276,16 @@ class ConditionConfig(Strict):
         return self.name or f"{self.pose}-{self.lighting}"
 
 
+class QAConfig(Strict):
+    """What every photo must show before it is accepted (the rest is retaken)."""
+
+    min_margin: float = Field(0.02, ge=0, lt=0.5,
+                              description="the screen's corners at least this fraction of the photo's short side inside it")
+    min_sharpness: float = Field(12.0, ge=0, description="variance of the Laplacian over the registered x-ray area")
+    max_clipped: float = Field(0.01, ge=0, le=1, description="fraction of the x-ray area at full scale")
+    save_registered: bool = Field(False, description="save the x-ray area rectified to the source image's size")
+
+
 class SessionConfig(Strict):
     rig: Path
     manifest: ManifestConfig
@@ -176,6 +293,8 @@ class SessionConfig(Strict):
     repeats: int = Field(1, ge=1)
     retries: int = Field(2, ge=0, description="retakes of a capture whose attempt failed")
     output: Path | None = None
+    fiducials: bool = Field(True, description="ArUco markers in the letterbox margins: frame id + screen corners")
+    qa: QAConfig = QAConfig()
 
 
 # ---------------------------------------------------------------- loading

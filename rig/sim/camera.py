@@ -1,8 +1,9 @@
 """The simulated camera: photographs the studio at the moment of the trigger.
 
-`trigger` captures what the display shows and the rig's physical state (cheap copies) after the
-shutter lag; `download` renders and JPEG-encodes it after the download time, so the expensive work
-runs on the I/O thread exactly where a real camera's transfer would.
+`trigger` waits the shutter lag, captures what the display shows and the rig's physical state
+(cheap copies), then waits the exposure; `download` renders and JPEG-encodes it after the download
+time, so the expensive work runs on the I/O thread exactly where a real camera's transfer would.
+Latencies come from the rig file's `sim:` timing profile, multiplied by `time_scale`.
 """
 
 from __future__ import annotations
@@ -25,19 +26,25 @@ class SimCamera:
         self.studio = studio
         self.frame_source, self.physical_source = frame_source, physical_source
         self._numbers = itertools.count(1)
-        self.scale = studio.sim.time_scale
+
+    def _wait(self, name: str) -> None:
+        sim = self.studio.sim
+        delay = sim.timing(name) * sim.time_scale
+        if delay > 0:
+            time.sleep(delay)
 
     def open(self) -> None:
         pass
 
     def trigger(self) -> Shot:
-        time.sleep(self.studio.sim.shutter_lag_s * self.scale)
+        self._wait("shutter_lag_s")
         pulses, lights = self.physical_source()
         scene = Scene(self.frame_source(), pulses, lights)
+        self._wait("exposure_s")
         return Shot(next(self._numbers), {"scene": scene})
 
     def download(self, shot: Shot) -> Sequence[CameraFile]:
-        time.sleep(self.studio.sim.download_s * self.scale)
+        self._wait("download_s")
         scene = shot.info["scene"]
         assert isinstance(scene, Scene)
         return [CameraFile(f"SIM_{shot.number:05d}.JPG", self.studio.jpeg(scene))]

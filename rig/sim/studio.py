@@ -1,21 +1,37 @@
-"""The simulated studio: what a camera on the rig's arm would photograph of the monitor.
+"""The virtual studio: the photo a camera on the rig's arm would take of the monitor, from physics.
 
-Geometry: the screen is a plane of known size; the camera orbits the screen's centre on a pan/tilt
-arm whose angles follow the servo pulses *actually* reached (not what the host asked for), looking
-at the centre through a pinhole. The photo is the displayed frame (with its bezel) warped into the
-camera, over a room lit by the rig's lights: light raises the room and adds a veil over the screen,
-and each light arm leaves a soft glare spot that moves with the arm.
+World frame: millimetres, origin at the screen centre, x right, y down, z into the screen; the camera
+sits at z < 0. Screen coordinates are continuous display pixels (the top-left pixel covers
+[0, 1) x [0, 1)); photo coordinates follow OpenCV (integer = pixel centre).
+
+The photo is built in linear light: the displayed frame (display gamma) warped into a pinhole camera
+on the kinematic chain, modulated by the screen's pixel grid as the sensor samples it (moire), plus
+the room light the screen reflects (veil), the mirror image of each lamp in the glass (glare), the
+bezel and the wall; then exposure, lens distortion, defocus, vignetting, sensor noise, gamma, JPEG.
+Every effect has a parameter in the rig file's `sim:` section and can be switched off.
+
+Ground truth for tests and calibration: `camera_pose`, `camera_matrix`, `dist_coeffs`, `project`,
+`screen_corners`, `screen_points`, `camera_angles`, `light_positions`.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from rig.config import RigConfig
+from rig.config import RigConfig, ServoJointModel
+
+_DISPLAY_GAMMA = 2.2
+_LIN = ((np.arange(256, dtype=np.float64) / 255.0) ** _DISPLAY_GAMMA).astype(np.float32)
+_ENC_STEPS = 4096
+_ENC = np.clip(np.round(255.0 * (np.arange(_ENC_STEPS + 1) / _ENC_STEPS) ** (1 / _DISPLAY_GAMMA)), 0, 255
+               ).astype(np.uint8)  # the camera's tone curve: linear -> sRGB-like 8 bit
+_BEZEL_ALBEDO = 0.05
+_REFERENCE_MM = 700.0  # LightArmModel.power is the illuminance at this distance
 
 
 @dataclass(frozen=True)
@@ -27,84 +43,349 @@ class Scene:
     lights: tuple[int, ...]  # light levels, by channel
 
 
-def _look_at(pan_deg: float, tilt_deg: float, distance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rotation (world -> camera) and centre of a camera on the arm, aimed at the screen centre."""
-    p, t = math.radians(pan_deg), math.radians(tilt_deg)
-    centre = distance * np.array([math.sin(p) * math.cos(t), -math.sin(t), -math.cos(p) * math.cos(t)])
-    forward = -centre / np.linalg.norm(centre)
-    right = np.cross(forward, np.array([0.0, -1.0, 0.0]))
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    return np.stack([right, down, forward]), centre
+def _rot_x(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _rot_y(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def _rot_z(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def _sinc(x: np.ndarray) -> np.ndarray:
+    return np.sinc(x)  # sin(pi x) / (pi x)
+
+
+@dataclass
+class _Pose:
+    """Per-pose renderer state (cached: a session has a handful of poses)."""
+
+    R: np.ndarray
+    t: np.ndarray
+    H: np.ndarray  # screen pixel index (centre = integer) -> undistorted photo index
+    glass: np.ndarray  # float32 mask of the screen's front glass (screen + bezel)
+    diffuse: np.ndarray  # float32: reflected room light per unit illuminance (screen, bezel, wall)
+    moire: np.ndarray | None  # float32 (h, w, 3) pixel-grid modulation as the sensor samples it
+    blur_sigma: float
 
 
 class Studio:
-    """Renders photos of the monitor for a rig file's geometry."""
+    """Geometry and light of the simulated rig -> photos, plus the ground truth behind them."""
 
-    def __init__(self, rig: RigConfig, seed: int = 0) -> None:
+    def __init__(self, rig: RigConfig, seed: int | None = None) -> None:
         self.rig = rig
         self.sim = rig.sim
-        self.rng = np.random.default_rng(seed)
-        self.pan_ch = rig.servos["camera_pan"].channel if "camera_pan" in rig.servos else None
-        self.tilt_ch = rig.servos["camera_tilt"].channel if "camera_tilt" in rig.servos else None
-        self.arm_chs = [s.channel for n, s in rig.servos.items() if n not in ("camera_pan", "camera_tilt")]
+        sim = rig.sim
+        self.rng = np.random.default_rng(sim.seed if seed is None else seed)
+        self.photo_size = (sim.photo_width, sim.photo_height)
+        self.display_size = (rig.display.width, rig.display.height)
+        lens = sim.lens
+        self.pixel_mm = lens.sensor_width_mm / sim.photo_width  # sensor pixel size
+        f = lens.focal_mm / self.pixel_mm
+        cx = (sim.photo_width - 1) / 2 + lens.principal_offset_px[0]
+        cy = (sim.photo_height - 1) / 2 + lens.principal_offset_px[1]
+        self.camera_matrix = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]], np.float64)
+        self.dist_coeffs = (np.array(lens.dist_coeffs, np.float64) if sim.effects.distortion
+                            else np.zeros(5, np.float64))
+        self._channel = {name: s.channel for name, s in rig.servos.items()}
+        self._light_channel = {name: c.channel for name, c in rig.lights.items()}
+        self._poses: OrderedDict[tuple[object, ...], _Pose] = OrderedDict()
+        self._maps: tuple[np.ndarray, np.ndarray] | None = None
+        self._vignette: np.ndarray | None = None
+
+    # ------------------------------------------------------------ ground truth
+
+    def joint_angle(self, joint: ServoJointModel, pulses: tuple[float, ...]) -> float:
+        """True angle of a servo joint in degrees for the pulses the servos reached."""
+        if joint.servo is None or self._channel[joint.servo] >= len(pulses):
+            return 0.0
+        d = float(pulses[self._channel[joint.servo]]) - joint.zero_us
+        return joint.deg_per_us * d + joint.deg_per_us2 * d * d
 
     def camera_angles(self, pulses: tuple[float, ...]) -> tuple[float, float]:
-        pan = (pulses[self.pan_ch] - 1500) * self.sim.pan_deg_per_us if self.pan_ch is not None else 0.0
-        tilt = (pulses[self.tilt_ch] - 1500) * self.sim.tilt_deg_per_us if self.tilt_ch is not None else 0.0
-        return pan, tilt
+        """True (pan, tilt) of the camera arm in degrees."""
+        arm = self.sim.arm
+        return self.joint_angle(arm.pan, pulses), self.joint_angle(arm.tilt, pulses)
+
+    def camera_centre(self, pulses: tuple[float, ...]) -> np.ndarray:
+        """Camera centre in world mm."""
+        pan, tilt = (math.radians(a) for a in self.camera_angles(pulses))
+        arm = self.sim.arm
+        offset = np.array([math.sin(pan) * math.cos(tilt), -math.sin(tilt), -math.cos(pan) * math.cos(tilt)])
+        return np.array(arm.pivot_mm, np.float64) + arm.radius_mm * offset
+
+    def camera_pose(self, pulses: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(R, t) with x_cam = R @ x_world + t (OpenCV's convention, as solvePnP returns it)."""
+        arm = self.sim.arm
+        c = self.camera_centre(pulses)
+        forward = np.array(arm.pivot_mm, np.float64) - c
+        forward /= np.linalg.norm(forward)
+        right = np.cross(forward, np.array([0.0, -1.0, 0.0]))
+        right /= np.linalg.norm(right)
+        down = np.cross(forward, right)
+        aim = np.stack([right, down, forward])  # rows: camera axes in world coordinates
+        yaw, pitch, roll = (math.radians(a) for a in arm.mount_deg)
+        R = _rot_z(roll) @ _rot_x(pitch) @ _rot_y(yaw) @ aim
+        return R, -R @ c
+
+    def light_positions(self, pulses: tuple[float, ...]) -> dict[str, np.ndarray]:
+        """Each lamp's centre in world mm, from its arm's servo."""
+        out = {}
+        for name, lamp in self.sim.lights.items():
+            a = 0.0
+            if lamp.servo is not None and self._channel[lamp.servo] < len(pulses):
+                a = math.radians(lamp.deg_per_us * (float(pulses[self._channel[lamp.servo]]) - lamp.zero_us))
+            out[name] = np.array(lamp.pivot_mm, np.float64) + lamp.reach_mm * np.array([math.sin(a), 0, -math.cos(a)])
+        return out
+
+    def pitch_mm(self, width: int | None = None, height: int | None = None) -> tuple[float, float]:
+        """Pixel pitch of the monitor showing a width x height frame."""
+        w, h = width or self.display_size[0], height or self.display_size[1]
+        return self.sim.monitor.width_mm / w, self.sim.monitor.height_mm / h
+
+    def screen_to_world(self, uv: np.ndarray, width: int | None = None, height: int | None = None) -> np.ndarray:
+        """Continuous screen pixel coordinates (N, 2) -> world mm (N, 3)."""
+        w, h = width or self.display_size[0], height or self.display_size[1]
+        px, py = self.pitch_mm(w, h)
+        uv = np.asarray(uv, np.float64).reshape(-1, 2)
+        return np.stack([(uv[:, 0] - w / 2) * px, (uv[:, 1] - h / 2) * py, np.zeros(len(uv))], axis=1)
+
+    def project(self, points_world_mm: np.ndarray, pulses: tuple[float, ...], distort: bool = True) -> np.ndarray:
+        """World points (N, 3) -> photo pixel coordinates (N, 2), with the lens distortion unless told."""
+        R, t = self.camera_pose(pulses)
+        pts = np.asarray(points_world_mm, np.float64).reshape(-1, 3)
+        dist = self.dist_coeffs if distort else np.zeros(5)
+        img, _ = cv2.projectPoints(pts, cv2.Rodrigues(R)[0], t, self.camera_matrix, dist)
+        return img.reshape(-1, 2)
+
+    def screen_points(self, pulses: tuple[float, ...], uv: np.ndarray, width: int | None = None,
+                      height: int | None = None) -> np.ndarray:
+        """Where continuous screen coordinates land in the photo (ground truth)."""
+        return self.project(self.screen_to_world(uv, width, height), pulses)
 
     def screen_corners(self, pulses: tuple[float, ...], width: int, height: int, margin_px: float = 0) -> np.ndarray:
-        """Where the frame's corners (grown by margin_px) land in the photo: ground truth for tests."""
-        pitch = self.sim.pixel_pitch_mm
-        R, c = _look_at(*self.camera_angles(pulses), self.sim.camera_distance_mm)
-        xs = np.array([-margin_px, width + margin_px, width + margin_px, -margin_px])
-        ys = np.array([-margin_px, -margin_px, height + margin_px, height + margin_px])
-        world = np.stack([(xs - width / 2) * pitch, (ys - height / 2) * pitch, np.zeros(4)], axis=1)
-        cam = (world - c) @ R.T
-        f, cx, cy = self.sim.focal_px, self.sim.photo_width / 2, self.sim.photo_height / 2
-        return np.stack([f * cam[:, 0] / cam[:, 2] + cx, f * cam[:, 1] / cam[:, 2] + cy], axis=1).astype(np.float32)
+        """Where the frame's corners (grown by margin_px) land in the photo: TL, TR, BR, BL, float32."""
+        m = margin_px
+        uv = np.array([[-m, -m], [width + m, -m], [width + m, height + m], [-m, height + m]], np.float64)
+        return self.screen_points(pulses, uv, width, height).astype(np.float32)
+
+    def depth_mm(self, pulses: tuple[float, ...]) -> float:
+        """Distance along the optical axis to the screen centre."""
+        R, t = self.camera_pose(pulses)
+        return float((R @ np.zeros(3) + t)[2])
+
+    # ------------------------------------------------------------ rendering
+
+    def _pose(self, pulses: tuple[float, ...], width: int, height: int) -> _Pose:
+        key = (tuple(round(float(p), 1) for p in pulses), width, height)
+        if key in self._poses:
+            self._poses.move_to_end(key)
+            return self._poses[key]
+        sim, mon = self.sim, self.sim.monitor
+        pw, ph = self.photo_size
+        R, t = self.camera_pose(pulses)
+        K = self.camera_matrix
+        px, py = self.pitch_mm(width, height)
+        # Screen continuous (u, v) -> world -> undistorted photo: a homography of the plane z = 0.
+        S = np.array([[px, 0, -width / 2 * px], [0, py, -height / 2 * py], [0, 0, 1]])
+        H_cont = K @ np.column_stack([R[:, 0], R[:, 1], t]) @ S
+        H = H_cont @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])  # from pixel-centre indices
+
+        def poly(margin_mm: float) -> np.ndarray:
+            mu, mv = margin_mm / px, margin_mm / py
+            q = np.array([[-mu, -mv, 1], [width + mu, -mv, 1], [width + mu, height + mv, 1], [-mu, height + mv, 1]]).T
+            p = H_cont @ q
+            return (p[:2] / p[2]).T
+
+        def mask(quad: np.ndarray) -> np.ndarray:
+            m = np.zeros((ph, pw), np.uint8)
+            cv2.fillConvexPoly(m, np.round(quad * 16).astype(np.int32), 255, cv2.LINE_AA, shift=4)
+            return m.astype(np.float32) / 255.0
+
+        screen, monitor = mask(poly(0.0)), mask(poly(mon.bezel_mm))
+        yy = np.linspace(0.75, 1.15, ph, dtype=np.float32)[:, None]  # the wall: lit more towards the floor
+        diffuse = screen * mon.reflectance + (monitor - screen) * _BEZEL_ALBEDO + (1 - monitor) * sim.wall_albedo * yy
+        depth = float(t[2])
+        sigma = self._blur_sigma(depth)
+        moire = self._moire(H_cont, screen, sigma) if sim.effects.moire else None
+        pose = _Pose(R, t, H, monitor, diffuse.astype(np.float32), moire, sigma)
+        self._poses[key] = pose
+        if len(self._poses) > 6:
+            self._poses.popitem(last=False)
+        return pose
+
+    def _blur_sigma(self, depth_mm: float) -> float:
+        """Gaussian sigma (photo px) of lens softness plus defocus (thin lens circle of confusion)."""
+        lens = self.sim.lens
+        soft = lens.softness_um / 1000 / self.pixel_mm
+        if not self.sim.effects.defocus:
+            return soft
+        f, s = lens.focal_mm, lens.focus_mm or self.sim.arm.radius_mm
+        coc_mm = (f / lens.f_number) * abs(depth_mm - s) / depth_mm * f / max(1e-6, s - f)
+        sigma_defocus = coc_mm / self.pixel_mm / 2.4  # a disc of diameter D ~ Gaussian of sigma D / 2.4
+        return math.hypot(soft, sigma_defocus)
+
+    def _moire(self, H_cont: np.ndarray, screen: np.ndarray, sigma: float) -> np.ndarray:
+        """The screen's pixel grid (RGB stripes, black matrix) as the sensor samples it.
+
+        The grid's fundamental (1 cycle per screen pixel) is attenuated by the sensor pixel's aperture
+        (a box) and the optics (Gaussian MTF) at its true frequency, then evaluated at the sensor's
+        pixel centres: what is left beats with the sampling grid, i.e. moire fringes whose period and
+        curvature follow the projected pixel pitch.
+        """
+        sim, mon = self.sim, self.sim.monitor
+        pw, ph = self.photo_size
+        Hinv = np.linalg.inv(H_cont)
+        xs, ys = np.meshgrid(np.arange(pw, dtype=np.float64), np.arange(ph, dtype=np.float64))
+        den = Hinv[2, 0] * xs + Hinv[2, 1] * ys + Hinv[2, 2]
+        u = (Hinv[0, 0] * xs + Hinv[0, 1] * ys + Hinv[0, 2]) / den
+        v = (Hinv[1, 0] * xs + Hinv[1, 1] * ys + Hinv[1, 2]) / den
+        dux, duy = np.gradient(u, axis=1), np.gradient(u, axis=0)
+        dvx, dvy = np.gradient(v, axis=1), np.gradient(v, axis=0)
+        ap = sim.lens.sensor_fill
+
+        def attenuation(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+            mtf = np.exp(-2 * math.pi ** 2 * sigma ** 2 * (dx ** 2 + dy ** 2))
+            return (_sinc(ap * dx) * _sinc(ap * dy) * mtf).astype(np.float32)
+
+        au = 2 * np.sinc(mon.fill / 3) * attenuation(dux, duy)  # one colour stripe per third of a pixel
+        av = 2 * np.sinc(mon.fill) * attenuation(dvx, dvy)  # black matrix between pixel rows
+        mv = 1 + av * np.cos(2 * np.pi * v).astype(np.float32)
+        out = np.empty((ph, pw, 3), np.float32)
+        for c in range(3):
+            mu = 1 + au * np.cos(2 * np.pi * (u - (c + 0.5) / 3)).astype(np.float32)
+            out[..., c] = np.clip(mu * mv, 0, None)
+        inside = screen[..., None]
+        return out * inside + (1 - inside)
+
+    def _distortion_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """For each distorted photo pixel, where it comes from in the undistorted render (computed once)."""
+        if self._maps is None:
+            pw, ph = self.photo_size
+            step = 8  # the map is smooth: solve it on a coarse grid (corners included) and interpolate
+            gx, gy = np.arange(0, pw + step, step, dtype=np.float32), np.arange(0, ph + step, step, dtype=np.float32)
+            xs, ys = np.meshgrid(gx, gy)
+            pts = np.stack([xs.ravel(), ys.ravel()], axis=1).reshape(-1, 1, 2)
+            K = self.camera_matrix
+            und = cv2.undistortPoints(pts, K, self.dist_coeffs, None, None, K,
+                                      (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-9))
+            und = und.reshape(len(gy), len(gx), 2)
+            self._maps = self._coarse_to_fine(und, step, pw, ph)
+        return self._maps
+
+    @staticmethod
+    def _coarse_to_fine(coarse: np.ndarray, step: int, pw: int, ph: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bilinear interpolation of a map sampled every `step` px (grid point k at pixel k * step)."""
+        xs = np.arange(pw, dtype=np.float32) / step
+        ys = np.arange(ph, dtype=np.float32) / step
+        mx, my = np.meshgrid(xs, ys)
+        out = [cv2.remap(np.ascontiguousarray(coarse[..., i]), mx, my, cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE) for i in range(2)]
+        return out[0], out[1]
+
+    def _vignetting(self) -> np.ndarray:
+        """cos^4 fall-off of the field angle, scaled by the vignetting strength (computed once)."""
+        if self._vignette is None:
+            pw, ph = self.photo_size
+            K = self.camera_matrix
+            xs, ys = np.meshgrid((np.arange(pw) - K[0, 2]) / K[0, 0], (np.arange(ph) - K[1, 2]) / K[1, 1])
+            cos4 = 1.0 / (1.0 + xs ** 2 + ys ** 2) ** 2
+            self._vignette = (1 - self.sim.vignetting * (1 - cos4)).astype(np.float32)
+        return self._vignette
+
+    def illuminance(self, scene: Scene) -> float:
+        """Room light falling on the screen: ambient plus each lamp (inverse square, cosine)."""
+        total = self.sim.ambient
+        for name, pos in self.light_positions(scene.pulses).items():
+            level = self._level(scene, name)
+            d = float(np.linalg.norm(pos))
+            cos_i = abs(pos[2]) / d
+            total += level * self.sim.lights[name].power * (_REFERENCE_MM / d) ** 2 * cos_i
+        return total
+
+    def _level(self, scene: Scene, light: str) -> float:
+        ch = self._light_channel.get(light)
+        return 0.0 if ch is None or ch >= len(scene.lights) else scene.lights[ch] / 255.0
+
+    def glare_centres(self, pulses: tuple[float, ...]) -> dict[str, np.ndarray]:
+        """Where each lamp's mirror image in the screen lands in the photo (undistorted projection)."""
+        out = {}
+        for name, pos in self.light_positions(pulses).items():
+            mirror = pos * np.array([1.0, 1.0, -1.0])  # the screen plane is z = 0
+            out[name] = self.project(mirror[None], pulses, distort=False)[0]
+        return out
+
+    def _glare(self, scene: Scene, pose: _Pose) -> np.ndarray:
+        """The lamps' mirror images in the glass: a disc per lamp spread by the coating's roughness."""
+        sim, mon = self.sim, self.sim.monitor
+        pw, ph = self.photo_size
+        step = 4
+        yy, xx = np.mgrid[0:ph:step, 0:pw:step].astype(np.float32)
+        small = np.zeros_like(xx)
+        c = self.camera_centre(scene.pulses)
+        f = self.camera_matrix[0, 0]
+        for name, pos in self.light_positions(scene.pulses).items():
+            level = self._level(scene, name)
+            if level <= 0:
+                continue
+            lamp = sim.lights[name]
+            mirror = pos * np.array([1.0, 1.0, -1.0])
+            cam = pose.R @ mirror + pose.t
+            if cam[2] <= 0:
+                continue
+            gx, gy = self.project(mirror[None], scene.pulses, distort=False)[0]
+            dist = float(np.linalg.norm(mirror - c))
+            r_disc = f * lamp.lamp_radius_mm / dist
+            # A rough surface tilts the mirror by ~roughness: the image moves by twice that, seen from
+            # the lamp's distance to the glass.
+            r_rough = f * 2 * math.tan(math.radians(mon.roughness_deg)) * abs(pos[2]) / dist
+            s2 = (r_disc / 2) ** 2 + r_rough ** 2 + 1.0
+            peak = mon.gloss * lamp.radiance * level * (r_disc ** 2 / 4) / s2
+            small += peak * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * s2))
+        return cv2.resize(small, (pw, ph), interpolation=cv2.INTER_LINEAR) * pose.glass
+
+    def render_linear(self, scene: Scene) -> np.ndarray:
+        """The exposure on the sensor in linear units (1.0 = full scale), before noise and tone curve."""
+        sim = self.sim
+        h, w = scene.frame.shape[:2]
+        pw, ph = self.photo_size
+        pose = self._pose(scene.pulses, w, h)
+        warped = cv2.warpPerspective(np.ascontiguousarray(scene.frame), pose.H, (pw, ph), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        emission = cv2.LUT(warped, _LIN)  # display gamma -> linear light
+        if pose.moire is not None:
+            emission *= pose.moire
+        reflected = pose.diffuse * self.illuminance(scene)
+        if sim.effects.glare:
+            reflected = reflected + self._glare(scene, pose)
+        img = emission + reflected[..., None]
+        img *= np.float32(sim.exposure_gain) * np.asarray(sim.white_balance, np.float32)
+        if sim.effects.distortion:
+            mx, my = self._distortion_maps()
+            img = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if pose.blur_sigma > 0.3:
+            img = cv2.GaussianBlur(img, (0, 0), pose.blur_sigma)
+        if sim.effects.vignetting and sim.vignetting:
+            img *= self._vignetting()[..., None]
+        return img
 
     def render(self, scene: Scene) -> np.ndarray:
         """The photo as an RGB uint8 array."""
         sim = self.sim
-        h, w = scene.frame.shape[:2]
-        bezel = round(sim.bezel_mm / sim.pixel_pitch_mm)
-        framed = cv2.copyMakeBorder(scene.frame, bezel, bezel, bezel, bezel, cv2.BORDER_CONSTANT, value=(28, 28, 30))
-        src = np.float32([[0, 0], [w + 2 * bezel, 0], [w + 2 * bezel, h + 2 * bezel], [0, h + 2 * bezel]])
-        dst = self.screen_corners(scene.pulses, w, h, margin_px=bezel)
-        H = cv2.getPerspectiveTransform(src, dst)
-        size = (sim.photo_width, sim.photo_height)
-        level = (sum(scene.lights) / (255.0 * max(1, len(scene.lights))))
-        room = 12 + 110 * level
-        mask = cv2.warpPerspective(np.full(framed.shape[:2], 255, np.uint8), H, size, flags=cv2.INTER_LINEAR)
-        photo = cv2.warpPerspective(framed, H, size, flags=cv2.INTER_LINEAR).astype(np.float32)
-        # Emission of the screen, a veil of room light over it, the room where there is no monitor.
-        a = mask.astype(np.float32)[..., None] / 255.0
-        photo = photo * (0.82 + 0.1 * level) + 30 * level
-        photo = photo * a + (1 - a) * np.float32([room, room * 0.97, room * 0.92])
-        photo += self._glare(scene, dst)
-        photo += self.rng.normal(0, sim.noise, photo.shape[:2])[..., None] if sim.noise else 0
-        return np.clip(photo, 0, 255).astype(np.uint8)
-
-    def _glare(self, scene: Scene, screen: np.ndarray) -> np.ndarray:
-        """A soft highlight per lit light, placed along the screen by its arm's angle."""
-        sim = self.sim
-        glare = np.zeros((sim.photo_height, sim.photo_width, 1), np.float32)
-        yy, xx = np.mgrid[0:sim.photo_height:4, 0:sim.photo_width:4].astype(np.float32)
-        small = np.zeros_like(xx)
-        for i, level in enumerate(scene.lights):
-            if not level or i >= len(self.arm_chs):
-                continue
-            arm = (scene.pulses[self.arm_chs[i]] - 1500) / 600  # -1..1 across the screen
-            u = 0.5 + 0.4 * max(-1.0, min(1.0, arm))
-            top_edge = screen[0] * (1 - u) + screen[1] * u  # the point u of the way along the top edge
-            bottom_edge = screen[3] * (1 - u) + screen[2] * u
-            cx, cy = top_edge * 0.65 + bottom_edge * 0.35  # a third of the way down
-            sigma = 0.02 * abs(bottom_edge[1] - top_edge[1]) + 1
-            small += 70 * (level / 255) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))
-        glare[..., 0] = cv2.resize(small, (sim.photo_width, sim.photo_height), interpolation=cv2.INTER_LINEAR)
-        return glare
+        img = self.render_linear(scene)
+        idx = np.clip(img * _ENC_STEPS, 0, _ENC_STEPS).astype(np.int32)
+        out = _ENC[idx]
+        if sim.effects.noise and (sim.noise or sim.shot_noise):
+            sigma = np.sqrt(sim.noise ** 2 + sim.shot_noise * np.arange(256, dtype=np.float32)).astype(np.float32)
+            noise = self.rng.standard_normal(out.shape, dtype=np.float32) * sigma[out]
+            out = np.clip(out + noise, 0, 255).astype(np.uint8)
+        return out
 
     def jpeg(self, scene: Scene) -> bytes:
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(self.render(scene), cv2.COLOR_RGB2BGR),
