@@ -132,7 +132,7 @@ class LightArmModel(Strict):
     pivot_mm: Vec3 = (0.0, -200.0, -350.0)
     reach_mm: float = Field(300.0, ge=0)
     lamp_radius_mm: float = Field(40.0, gt=0, description="size of the diffuser")
-    power: float = Field(0.35, ge=0, description="illuminance at 700 mm at full level, in screen-white units")
+    power: float = Field(8.0, ge=0, description="illuminance at 700 mm at full level, in units of a white screen pixel's luminance (~6000 lux)")
     radiance: float = Field(150.0, ge=0, description="diffuser radiance at full level, in screen-white units")
 
 
@@ -177,14 +177,22 @@ class SimConfig(Strict):
     lens: LensModel = LensModel()
     lights: dict[str, LightArmModel] = Field(default_factory=_default_lights)
     ambient: float = Field(0.04, ge=0, description="room illuminance without the rig's lights, screen-white units")
-    wall_albedo: float = Field(0.12, ge=0)
-    exposure_gain: float = Field(0.78, gt=0, description="linear sensor value of a white screen pixel")
+    wall_albedo: float = Field(0.05, ge=0)
+    exposure_gain: float = Field(0.85, gt=0, description="linear sensor value of a white screen pixel")
     white_balance: Vec3 = (0.97, 1.0, 1.06)
     vignetting: float = Field(1.0, ge=0, description="strength of the cos^4 fall-off")
     noise: float = Field(1.5, ge=0, description="read noise, grey levels (sigma)")
     shot_noise: float = Field(0.06, ge=0, description="shot noise variance per grey level")
     jpeg_quality: int = Field(90, ge=10, le=100)
     effects: EffectsModel = EffectsModel()
+
+    @model_validator(mode="after")
+    def _lag(self) -> SimConfig:
+        lag = self.display_lag_frames
+        lo, hi = (lag, lag) if isinstance(lag, int) else lag
+        if not 0 <= lo <= hi:
+            raise ValueError(f"display_lag_frames: needs 0 <= lo <= hi, got {lag}")
+        return self
 
     def timing(self, name: str) -> float:
         """A latency in seconds: the explicit value, else the profile's."""
@@ -281,7 +289,8 @@ class QAConfig(Strict):
 
     min_margin: float = Field(0.02, ge=0, lt=0.5,
                               description="the screen's corners at least this fraction of the photo's short side inside it")
-    min_sharpness: float = Field(12.0, ge=0, description="variance of the Laplacian over the registered x-ray area")
+    min_sharpness: float = Field(0.6, ge=0, description="fraction of the source's fine detail (its Laplacian at "
+                                                        "192 px across) the registered x-ray area reproduces")
     max_clipped: float = Field(0.01, ge=0, le=1, description="fraction of the x-ray area at full scale")
     save_registered: bool = Field(False, description="save the x-ray area rectified to the source image's size")
 

@@ -2,12 +2,21 @@
 
 With no screen (CI, ssh) SDL's dummy driver gives an off-screen surface of the configured size,
 which the simulated camera photographs exactly as a real camera would photograph the monitor.
+
+Fiducials: with a session's `fiducials: true` the x-ray is letterboxed between two reserved bands
+at the left and right edges, and each band carries inverted ArUco markers (DICT_4X4_1000, white on the black
+letterbox): a fixed marker
+at each screen corner (ids 0-3, for geometry) and three markers that spell the shown frame's id in
+base 996 (ids 4-999), the same on both sides. QA decodes them from the photo (rig/qa.py).
 """
 
 from __future__ import annotations
 
+import collections
 import os
+import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -18,21 +27,123 @@ from rig.errors import DeviceError
 from rig.manifest import inside_root
 
 
-def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Scale to fit inside width x height keeping the aspect ratio, centred on black; RGB uint8."""
+MARKER_DICT = cv2.aruco.DICT_4X4_1000
+CORNER_IDS = (0, 1, 2, 3)  # top-left, top-right, bottom-right, bottom-left
+DIGIT_BASE = 996  # digit markers are ids 4..999
+DIGITS = 3  # frame ids below 996**3 (~988 million shown frames per run)
+
+
+@dataclass(frozen=True)
+class FiducialLayout:
+    """Where the markers go on a width x height screen (continuous screen pixels)."""
+
+    width: int
+    height: int
+    marker: int  # marker side, px
+    quiet: int  # white-free border kept black around each marker, px
+    band: int  # reserved at the left and right edges; the x-ray stays between the bands
+
+    def slots(self) -> list[tuple[str, int, int, int]]:
+        """(kind, index, x, y) of every marker's top-left corner: kind 'corner' (index 0-3) or
+        'L'/'R' digit slots (index 0 = most significant)."""
+        m, q, w, h = self.marker, self.quiet, self.width, self.height
+        xl, xr = q, w - q - m
+        top, bottom = q, h - q - m
+        out = [("corner", 0, xl, top), ("corner", 1, xr, top), ("corner", 2, xr, bottom), ("corner", 3, xl, bottom)]
+        for i in range(DIGITS):
+            y = round(top + (bottom - top) * (i + 1) / (DIGITS + 1))
+            out += [("L", i, xl, y), ("R", i, xr, y)]
+        return out
+
+
+def fiducial_layout(width: int, height: int) -> FiducialLayout:
+    marker = max(12, round(0.1 * min(height, width * 0.8)))
+    quiet = max(3, marker // 5)
+    return FiducialLayout(width, height, marker, quiet, marker + 2 * quiet)
+
+
+def frame_id_digits(frame_id: int) -> list[int]:
+    """The digit markers' ids for a frame id, most significant first."""
+    if not 0 <= frame_id < DIGIT_BASE ** DIGITS:
+        raise ValueError(f"frame id {frame_id} out of range")
+    digits = []
+    for _ in range(DIGITS):
+        frame_id, d = divmod(frame_id, DIGIT_BASE)
+        digits.append(4 + d)
+    return digits[::-1]
+
+
+def digits_frame_id(marker_ids: list[int]) -> int:
+    n = 0
+    for m in marker_ids:
+        n = n * DIGIT_BASE + (m - 4)
+    return n
+
+
+_MARKERS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _marker(marker_id: int, side: int) -> np.ndarray:
+    key = (marker_id, side)
+    if key not in _MARKERS:
+        dictionary = cv2.aruco.getPredefinedDictionary(MARKER_DICT)
+        # Inverted (white border on black): the markers sit on the black letterbox without light boxes.
+        _MARKERS[key] = 255 - cv2.aruco.generateImageMarker(dictionary, marker_id, side)
+    return _MARKERS[key]
+
+
+def draw_fiducials(canvas: np.ndarray, frame_id: int, layout: FiducialLayout) -> np.ndarray:
+    """A copy of the letterboxed frame with the corner markers and the frame id's markers drawn in."""
+    out = canvas.copy()
+    digits = frame_id_digits(frame_id)
+    m = layout.marker
+    for kind, index, x, y in layout.slots():
+        marker_id = CORNER_IDS[index] if kind == "corner" else digits[index]
+        out[y:y + m, x:x + m] = _marker(marker_id, m)[..., None]
+    return out
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A frame ready to show: the letterboxed canvas and where the x-ray sits on it."""
+
+    canvas: np.ndarray
+    xray: tuple[int, int, int, int]  # x, y, width, height on the screen, px
+    source_size: tuple[int, int]  # the source image's width, height
+
+
+def letterbox_rect(w: int, h: int, width: int, height: int, band: int = 0) -> tuple[int, int, int, int]:
+    """Where a w x h image lands when fitted between bands of `band` px at the left and right edges."""
+    inner = width - 2 * band
+    scale = min(inner / w, height / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    return band + (inner - nw) // 2, (height - nh) // 2, nw, nh
+
+
+def letterbox(image: np.ndarray, width: int, height: int, band: int = 0) -> np.ndarray:
+    """Scale to fit inside width x height (minus the fiducial bands) keeping the aspect ratio, centred
+    on black; RGB uint8."""
+    return _letterbox(image, width, height, band)[0]
+
+
+def _letterbox(image: np.ndarray, width: int, height: int, band: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     h, w = image.shape[:2]
-    scale = min(width / w, height / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    x0, y0, nw, nh = letterbox_rect(w, h, width, height, band)
+    interp = cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR
     canvas = np.zeros((height, width, 3), np.uint8)
-    x0, y0 = (width - nw) // 2, (height - nh) // 2
     canvas[y0:y0 + nh, x0:x0 + nw] = cv2.resize(image, (nw, nh), interpolation=interp)
-    return canvas
+    return canvas, (x0, y0, nw, nh)
 
 
-def load_for_display(path: Path | str, width: int, height: int, root: Path | None = None) -> np.ndarray:
+def load_for_display(path: Path | str, width: int, height: int, root: Path | None = None,
+                     band: int = 0) -> np.ndarray:
+    """Decode an image file and letterbox it; unreadable files raise ValueError with the reason."""
+    return prepare(path, width, height, root, band).canvas
+
+
+def prepare(path: Path | str, width: int, height: int, root: Path | None = None, band: int = 0) -> Prepared:
     """Decode an image file and letterbox it; unreadable files raise ValueError with the reason.
 
     With `root`, a file that a symbolic link takes outside the image root is refused.
@@ -46,15 +157,23 @@ def load_for_display(path: Path | str, width: int, height: int, root: Path | Non
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"image cannot be decoded: {path}")
-    return letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), width, height)
+    canvas, rect = _letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), width, height, band)
+    return Prepared(canvas, rect, (image.shape[1], image.shape[0]))
 
 
 class Display:
     """A pygame window (fullscreen on a real screen) that shows one frame at a time."""
 
-    def __init__(self, config: DisplayConfig, wait_frames: bool = True) -> None:
+    def __init__(self, config: DisplayConfig, wait_frames: bool = True,
+                 lag_frames: int | tuple[int, int] = 0, seed: int = 0) -> None:
+        """`lag_frames` (simulated rig only) makes the screen show a frame that many flips after
+        show() put it up, like a display pipeline that is slower than the settle frames assume;
+        (lo, hi) draws the lag per frame."""
         self.config = config
         self.wait_frames = wait_frames
+        self.lag = lag_frames
+        self._lag_rng = random.Random(seed)
+        self._pipeline: collections.deque[list[object]] = collections.deque()  # [surface, flips to go]
         self.headless = not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
         if self.headless:
             os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -83,15 +202,26 @@ class Display:
         pg = self._pg
         pg.event.pump()  # keeps a real window responsive
         surf = pg.image.frombuffer(np.ascontiguousarray(frame).tobytes(), (frame.shape[1], frame.shape[0]), "RGB")
-        self.surface.blit(surf, (0, 0))
-        pg.display.flip()
+        lag = self.lag if isinstance(self.lag, int) else self._lag_rng.randint(*self.lag)
+        self._pipeline.append([surf.copy(), lag])
+        self._flip()
         self.shown_at = time.monotonic()
         for _ in range(self.config.settle_frames):
             if self.wait_frames:
                 self.clock.tick(self.config.refresh_hz)
-            pg.display.flip()
+            self._flip()
+
+    def _flip(self) -> None:
+        """One display refresh: frames whose lag has run out reach the screen, in order."""
+        while self._pipeline and int(self._pipeline[0][1]) <= 0:  # type: ignore[call-overload]
+            surf = self._pipeline.popleft()[0]
+            self.surface.blit(surf, (0, 0))  # type: ignore[arg-type]
+        for entry in self._pipeline:
+            entry[1] = int(entry[1]) - 1  # type: ignore[call-overload]
+        self._pg.display.flip()
 
     def blank(self) -> None:
+        self._pipeline.clear()
         self.surface.fill((0, 0, 0))
         self._pg.display.flip()
 

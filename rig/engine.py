@@ -1,9 +1,14 @@
 """The session loop: move, light, show, trigger on the main thread; download and commit on the I/O thread.
 
-The main thread starts the next move/display as soon as an exposure is done; download, write and
+The main thread starts the next move/display as soon as an exposure is done; download, QA, write and
 commit overlap with it through a bounded queue, so memory stays flat. Only the I/O thread writes
 the store. A failed attempt is kept with its reason and the item is retaken up to `retries` times,
 then marked failed while the run goes on.
+
+Timing is not trusted: every shown frame gets a run-wide increasing id that the display spells in
+ArUco markers, and the I/O thread accepts a photo only when QA decodes that id from it (plus
+coverage, sharpness and exposure). A photo that fails QA is kept as a `rejected` attempt with its
+reasons and the item is retaken.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
-import numpy as np
+import cv2
 
 from rig.config import Session
-from rig.devices import Shot
-from rig.display import load_for_display
+from rig.devices import CameraFile, Shot
+from rig.display import Prepared, draw_fiducials, fiducial_layout, prepare
+from rig.qa import Expected, PhotoQA, Verdict, decode_photo
 from rig.errors import CameraError, CameraUnavailable, DeviceError, RigError
 from rig.rigs import Devices
 from rig.store import Capture, Item, RunStore
@@ -35,6 +41,7 @@ class RunResult:
     captured: int = 0  # accepted this run
     failed_items: int = 0  # items that failed for good this run
     failed_attempts: int = 0
+    rejected: int = 0  # photos QA refused this run (included in failed_attempts)
     elapsed_s: float = 0.0
     stop_reason: str | None = None  # None: the plan is finished
     interrupted: bool = False
@@ -47,6 +54,7 @@ class _Job:
     shot: Shot | None = None
     failure: str | None = None  # set: record a failed attempt instead of downloading
     max_attempts: int = 1
+    expected: Expected | None = None
 
 
 @dataclass
@@ -74,6 +82,10 @@ class Engine:
         self._result = RunResult()
         self._pose: dict[int, int] | None = None
         self._lights: dict[int, int] | None = None
+        display = devices.display
+        self.layout = fiducial_layout(display.width, display.height) if session.config.fiducials else None
+        self.qa = PhotoQA(session.config.qa)  # used on the I/O thread only
+        self._next_frame = store.next_frame_id()
 
     # ------------------------------------------------------------ main thread
 
@@ -101,23 +113,32 @@ class Engine:
         display = self.devices.display
         w, h = display.width, display.height
         root = self.session.image_root or self.session.image_folder
-        ahead: dict[int, Future[np.ndarray]] = {}
+        band = self.layout.band if self.layout else 0
+        ahead: dict[int, Future[Prepared]] = {}
         for item, upcoming in self._items():
             if self.stop.is_set() or self._shared.pause or self._shared.fatal:
                 break
             for nxt in upcoming:
                 if nxt.seq not in ahead:
-                    ahead[nxt.seq] = prefetch.submit(load_for_display, nxt.file, w, h, root)
-            fut = ahead.pop(item.seq, None) or prefetch.submit(load_for_display, item.file, w, h, root)
+                    ahead[nxt.seq] = prefetch.submit(prepare, nxt.file, w, h, root, band)
+            fut = ahead.pop(item.seq, None) or prefetch.submit(prepare, item.file, w, h, root, band)
             try:
-                frame = fut.result()
+                prepared = fut.result()
             except ValueError as e:
                 self._enqueue(_Job(item, self._capture(item, None), failure=str(e), max_attempts=1))
                 continue
             self._position(item)
             readback = self.devices.motion.state()
+            frame_id = self._next_frame
+            self._next_frame += 1
+            frame = prepared.canvas
+            if self.layout is not None:
+                frame = draw_fiducials(frame, frame_id, self.layout)
+            x, y, xw, xh = prepared.xray
+            expected = Expected(frame_id if self.layout else None, self.layout, prepared.xray, prepared.source_size,
+                                prepared.canvas[y:y + xh, x:x + xw])
             display.show(frame)
-            capture = self._capture(item, readback)
+            capture = self._capture(item, readback, frame_id)
             try:
                 shot = self.devices.camera.trigger()
             except CameraUnavailable as e:
@@ -127,7 +148,7 @@ class Engine:
             except CameraError as e:
                 self._enqueue(_Job(item, capture, failure=f"camera: {e}", max_attempts=self.max_attempts))
                 continue
-            self._enqueue(_Job(item, capture, shot=shot, max_attempts=self.max_attempts))
+            self._enqueue(_Job(item, capture, shot=shot, max_attempts=self.max_attempts, expected=expected))
 
     def _items(self) -> Iterator[tuple[Item, list[Item]]]:
         """Pending items in plan order, then retakes; each with the next few for prefetching."""
@@ -166,10 +187,10 @@ class Engine:
             motion.set_lights(cond.lights)
             self._lights = cond.lights
 
-    def _capture(self, item: Item, readback: object) -> Capture:
+    def _capture(self, item: Item, readback: object, frame_id: int | None = None) -> Capture:
         state = {} if readback is None else {
             "positions": list(readback.positions), "lights": list(readback.lights), "flags": readback.flags}  # type: ignore[attr-defined]
-        return Capture(item.seq, time.time(), item.condition.targets, state, item.condition.lights)
+        return Capture(item.seq, time.time(), item.condition.targets, state, item.condition.lights, frame_id)
 
     def _enqueue(self, job: _Job) -> None:
         with self._shared.lock:
@@ -224,11 +245,36 @@ class Engine:
             except (CameraError, DeviceError) as e:
                 failure = f"download: {e}"
             else:
-                self.store.commit_photo(job.item, job.capture, files)
-                self._result.captured += 1
-                self.on_progress("done")
+                verdict, registered = self._verify(job, files)
+                if verdict.ok:
+                    self.store.commit_photo(job.item, job.capture, files, verdict.record(), registered)
+                    self._result.captured += 1
+                    self.on_progress("done")
+                    return
+                failure = "qa: " + "; ".join(verdict.reasons)
+                final = self.store.commit_rejected(job.item, job.capture, files, failure, job.max_attempts,
+                                                   verdict.record())
+                self._result.rejected += 1
+                self._after_failure(job, failure, final)
                 return
         final = self.store.record_failure(job.item.seq, failure, job.max_attempts, job.capture)
+        self._after_failure(job, failure, final)
+
+    def _verify(self, job: _Job, files: Sequence[CameraFile]) -> tuple[Verdict, bytes | None]:
+        """QA of the first file that decodes as an image; the registered crop as PNG when asked for."""
+        assert job.expected is not None
+        photo = next((p for p in (decode_photo(f.data) for f in files) if p is not None), None)
+        if photo is None:
+            return Verdict(reasons=["no file from the camera decodes as an image"]), None
+        register = self.session.config.qa.save_registered and job.expected.layout is not None
+        verdict = self.qa.check(photo, job.expected, register=register)
+        png = None
+        if verdict.ok and verdict.registered is not None:
+            ok, data = cv2.imencode(".png", cv2.cvtColor(verdict.registered, cv2.COLOR_RGB2BGR))
+            png = data.tobytes() if ok else None
+        return verdict, png
+
+    def _after_failure(self, job: _Job, failure: str, final: bool) -> None:
         self._result.failed_attempts += 1
         if final:
             self._result.failed_items += 1

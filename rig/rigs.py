@@ -57,7 +57,9 @@ def open_devices(rig: RigConfig, rig_path: Path, fast: bool = False) -> Devices:
         except PortUnavailable as e:
             raise ConfigError(f"{rig_path}: controller.port: {e}; check the cable or fix the port") from None
         stack.callback(motion.close)
-        display = Display(rig.display, wait_frames=not fast)
+        # The simulated rig's display can lag behind show() (rig file: sim.display_lag_frames).
+        lag = rig.sim.display_lag_frames if physical is not None else 0
+        display = Display(rig.display, wait_frames=not fast, lag_frames=lag, seed=rig.sim.seed)
         stack.callback(display.close)
         camera = _camera(rig, display, physical, fast)
         camera.open()

@@ -22,7 +22,7 @@ from rig.devices import CameraFile
 from rig.errors import ConfigError
 from rig.manifest import Manifest, ManifestRow
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: attempts carry the shown frame id, QA verdict and registered crop
 DB_NAME = "run.sqlite"
 
 _SCHEMA = """
@@ -37,7 +37,8 @@ CREATE TABLE items(seq INTEGER PRIMARY KEY, image_no INTEGER NOT NULL, condition
 CREATE INDEX items_pending ON items(seq) WHERE state = 'pending';
 CREATE TABLE attempts(attempt_id INTEGER PRIMARY KEY, seq INTEGER, status TEXT NOT NULL, reason TEXT,
                       started_at REAL NOT NULL, finished_at REAL, photo TEXT, files TEXT,
-                      bytes INTEGER, sha256 TEXT, commanded TEXT, readback TEXT, lights TEXT);
+                      bytes INTEGER, sha256 TEXT, commanded TEXT, readback TEXT, lights TEXT,
+                      frame_id INTEGER, qa TEXT, registered TEXT);
 CREATE UNIQUE INDEX one_accepted_per_item ON attempts(seq) WHERE status = 'accepted';
 CREATE INDEX attempts_writing ON attempts(status) WHERE status = 'writing';
 CREATE INDEX attempts_by_item ON attempts(seq);
@@ -90,6 +91,7 @@ class Capture:
     commanded: dict[int, int]
     readback: dict[str, object]
     lights: dict[int, int]
+    frame_id: int | None = None  # the id the display's markers spelled for this attempt
 
 
 def _digest_row(h: "hashlib._Hash", row: ManifestRow) -> None:
@@ -123,6 +125,11 @@ class RunStore:
         self.db = sqlite3.connect(root / DB_NAME, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not lose a committed capture
+        schema = self.meta("schema")
+        if schema != SCHEMA_VERSION:
+            self.db.close()
+            raise ConfigError(f"{root}: this run store has schema {schema}, this rig writes schema {SCHEMA_VERSION}; "
+                              "finish it with the rig version that started it, or set a new 'output:'")
 
     @staticmethod
     def exists(root: Path) -> bool:
@@ -287,6 +294,11 @@ class RunStore:
                     (time.time(), attempt_id))
         return len(rows)
 
+    def next_frame_id(self) -> int:
+        """First frame id for this run: above every id an attempt has recorded."""
+        last = self.db.execute("SELECT MAX(frame_id) FROM attempts").fetchone()[0]
+        return 1 if last is None else int(last) + 1
+
     def pending_after(self, seq: int, limit: int = 64) -> list[Item]:
         """The next pending items in plan order, a page at a time."""
         conditions = self._conditions()
@@ -306,7 +318,7 @@ class RunStore:
     def counts(self) -> Counts:
         by_state = dict(self.db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
         failed_attempts = self.db.execute(
-            "SELECT COUNT(*) FROM attempts WHERE status IN ('failed', 'interrupted')").fetchone()[0]
+            "SELECT COUNT(*) FROM attempts WHERE status IN ('failed', 'interrupted', 'rejected')").fetchone()[0]
         planned = sum(by_state.values())
         return Counts(planned, by_state.get("done", 0), by_state.get("failed", 0),
                       by_state.get("pending", 0), failed_attempts)
@@ -345,9 +357,9 @@ class RunStore:
         now = time.time()
         with self.transaction():
             self.db.execute(
-                """INSERT INTO attempts(seq, status, reason, started_at, finished_at, commanded, readback, lights)
-                   VALUES (?, 'failed', ?, ?, ?, ?, ?, ?)""",
-                (seq, reason, capture.started_at if capture else now, now,
+                """INSERT INTO attempts(seq, status, reason, started_at, finished_at, frame_id, commanded, readback,
+                                       lights) VALUES (?, 'failed', ?, ?, ?, ?, ?, ?, ?)""",
+                (seq, reason, capture.started_at if capture else now, now, capture.frame_id if capture else None,
                  *(_json_or_none(x) for x in ((capture.commanded, capture.readback, capture.lights)
                                               if capture else (None, None, None)))))
             self.db.execute(
@@ -357,22 +369,13 @@ class RunStore:
             state = self.db.execute("SELECT state FROM items WHERE seq = ?", (seq,)).fetchone()[0]
         return state == "failed"
 
-    def commit_photo(self, item: Item, capture: Capture, files: Sequence[CameraFile]) -> Path:
-        """Write the camera's files atomically and mark the item done; returns the main photo's path."""
-        if not files:
-            raise ValueError("a capture without files cannot be committed")
-        with self.transaction():
-            attempt_id = self.db.execute(
-                """INSERT INTO attempts(seq, status, started_at, commanded, readback, lights)
-                   VALUES (?, 'writing', ?, ?, ?, ?) RETURNING attempt_id""",
-                (item.seq, capture.started_at, json.dumps(capture.commanded), json.dumps(capture.readback),
-                 json.dumps(capture.lights))).fetchone()[0]
-            rels = self._photo_names(item, attempt_id, files)
-            self.db.execute("UPDATE attempts SET files = ?, photo = ? WHERE attempt_id = ?",
-                            (json.dumps(rels), rels[0], attempt_id))
-        hashes = []
-        for rel, f in zip(rels, files):
-            hashes.append(_write_atomically(self.root / rel, f.data))
+    def commit_photo(self, item: Item, capture: Capture, files: Sequence[CameraFile],
+                     qa: dict[str, object] | None = None, registered: bytes | None = None) -> Path:
+        """Write the camera's files atomically and mark the item done; returns the main photo's path.
+
+        `registered` (PNG bytes) is the x-ray area rectified to the source image, kept beside the photo.
+        """
+        attempt_id, rels, hashes = self._write_attempt(item, capture, files, qa, registered)
         with self.transaction():
             self.db.execute(
                 """UPDATE attempts SET status = 'accepted', finished_at = ?, bytes = ?, sha256 = ?
@@ -381,6 +384,47 @@ class RunStore:
             self.db.execute("UPDATE items SET state = 'done', attempts = attempts + 1, reason = NULL WHERE seq = ?",
                             (item.seq,))
         return self.root / rels[0]
+
+    def commit_rejected(self, item: Item, capture: Capture, files: Sequence[CameraFile], reason: str,
+                        max_attempts: int, qa: dict[str, object] | None = None) -> bool:
+        """Keep a photo that failed QA (written atomically, like an accepted one) with its reasons.
+
+        Returns True when the item is now failed for good, False when it should be retaken.
+        """
+        attempt_id, _, hashes = self._write_attempt(item, capture, files, qa, None)
+        with self.transaction():
+            self.db.execute(
+                """UPDATE attempts SET status = 'rejected', reason = ?, finished_at = ?, bytes = ?, sha256 = ?
+                   WHERE attempt_id = ?""",
+                (reason, time.time(), len(files[0].data), hashes[0], attempt_id))
+            self.db.execute(
+                """UPDATE items SET attempts = attempts + 1, reason = ?,
+                   state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'pending' END WHERE seq = ?""",
+                (reason, max_attempts, item.seq))
+            state = self.db.execute("SELECT state FROM items WHERE seq = ?", (item.seq,)).fetchone()[0]
+        return state == "failed"
+
+    def _write_attempt(self, item: Item, capture: Capture, files: Sequence[CameraFile],
+                       qa: dict[str, object] | None, registered: bytes | None) -> tuple[int, list[str], list[str]]:
+        """Journal the attempt as `writing` naming its files, then write them; returns (id, names, hashes)."""
+        if not files:
+            raise ValueError("a capture without files cannot be committed")
+        all_files = list(files)
+        if registered is not None:
+            all_files.append(CameraFile("registered.png", registered))
+        with self.transaction():
+            attempt_id = self.db.execute(
+                """INSERT INTO attempts(seq, status, started_at, commanded, readback, lights, frame_id, qa)
+                   VALUES (?, 'writing', ?, ?, ?, ?, ?, ?) RETURNING attempt_id""",
+                (item.seq, capture.started_at, json.dumps(capture.commanded), json.dumps(capture.readback),
+                 json.dumps(capture.lights), capture.frame_id, _json_or_none(qa))).fetchone()[0]
+            rels = self._photo_names(item, attempt_id, files)
+            if registered is not None:
+                rels.append(rels[0] + ".registered.png")
+            self.db.execute("UPDATE attempts SET files = ?, photo = ?, registered = ? WHERE attempt_id = ?",
+                            (json.dumps(rels), rels[0], rels[-1] if registered is not None else None, attempt_id))
+        hashes = [_write_atomically(self.root / rel, f.data) for rel, f in zip(rels, all_files)]
+        return attempt_id, rels, hashes
 
     def _photo_names(self, item: Item, attempt_id: int, files: Sequence[CameraFile]) -> list[str]:
         view = PurePosixPath(item.image_id).stem

@@ -18,11 +18,14 @@ RIG_BIN = [sys.executable, "-m", "rig.cli"]
 
 
 def rig_file(directory: Path, **overrides: object) -> Path:
-    """A small, quick simulated rig (the demo rig's poses and presets)."""
+    """A small, quick simulated rig (the demo rig's poses and presets).
+
+    Screen and photo keep the demo's ratio of screen pixels to sensor pixels (0.9), so moire and
+    marker sizes look as they do in the demo, at an eighth of its pixels."""
     rig = yaml.safe_load((REPO / "calibration" / "sim-rig.yaml").read_text())
-    rig["display"].update(width=320, height=256, settle_frames=1)
+    rig["display"].update(width=480, height=384, settle_frames=1)
     rig["motion"].update(move_ms=0, settle_ms=0)
-    rig["sim"].update(photo_width=400, photo_height=300, time_scale=0.0)
+    rig["sim"].update(photo_width=600, photo_height=450, time_scale=0.0)
     for key, value in overrides.items():
         if isinstance(value, dict):
             rig.setdefault(key, {}).update(value)
@@ -74,18 +77,19 @@ def photos_show_their_sources(run: Path, rig_path: Path) -> int:
     import numpy as np
 
     from rig.config import load_rig
-    from rig.display import load_for_display
+    from rig.display import fiducial_layout, load_for_display
     from rig.sim.studio import Studio
 
     rig = load_rig(rig_path)
     studio = Studio(rig)
     w, h = rig.display.width, rig.display.height
+    band = fiducial_layout(w, h).band
     with sqlite3.connect(run / "run.sqlite") as db:
         rows = db.execute("""SELECT a.photo, im.file, c.targets FROM attempts a JOIN items it ON it.seq = a.seq
                              JOIN images im ON im.image_no = it.image_no
                              JOIN conditions c ON c.condition_no = it.condition_no
                              WHERE a.status = 'accepted'""").fetchall()
-    sources = {f: cv2.cvtColor(load_for_display(f, w, h), cv2.COLOR_RGB2GRAY).astype(np.float32).ravel()
+    sources = {f: cv2.cvtColor(load_for_display(f, w, h, band=band), cv2.COLOR_RGB2GRAY).astype(np.float32).ravel()
                for f in {r[1] for r in rows}}
     for photo, file, targets in rows:
         pulses = [1500.0] * 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import sqlite3
 import subprocess
@@ -47,6 +48,8 @@ def test_sigkill_at_random_moments_then_resume_gives_exactly_one_photo_per_item(
         accepted = db.execute("SELECT seq, photo, sha256, bytes FROM attempts WHERE status = 'accepted'").fetchall()
         writing = db.execute("SELECT COUNT(*) FROM attempts WHERE status = 'writing'").fetchone()[0]
         interrupted = db.execute("SELECT COUNT(*) FROM attempts WHERE status = 'interrupted'").fetchone()[0]
+        kept = [f for (files,) in db.execute("SELECT files FROM attempts WHERE status IN ('accepted', 'rejected')")
+                for f in json.loads(files)]
     print(f"{planned} planned, {len(accepted)} accepted, {interrupted} attempts interrupted mid-write and retaken")
     assert planned == 144 and states == {"done": 144}
     assert len(accepted) == 144 and len({seq for seq, *_ in accepted}) == 144  # one photo per item, no duplicates
@@ -55,6 +58,9 @@ def test_sigkill_at_random_moments_then_resume_gives_exactly_one_photo_per_item(
         data = (run / photo).read_bytes()
         assert len(data) == size and hashlib.sha256(data).hexdigest() == sha
     on_disk = {p.relative_to(run).as_posix() for p in (run / "photos").rglob("*") if p.is_file()}
-    assert on_disk == {photo for _, photo, _, _ in accepted}  # no stray, temp or orphaned files
+    # No stray, temp or orphaned files: every file is an accepted photo, or a photo QA rejected, kept
+    # with its attempt row.
+    assert {photo for _, photo, _, _ in accepted} <= set(kept)
+    assert on_disk == set(kept)
     leftovers = [p.name for p in run.rglob("*") if p.name.endswith((".tmp", ".new", ".partial"))]
     assert leftovers == []

@@ -242,24 +242,26 @@ class Studio:
         sim, mon = self.sim, self.sim.monitor
         pw, ph = self.photo_size
         Hinv = np.linalg.inv(H_cont)
-        xs, ys = np.meshgrid(np.arange(pw, dtype=np.float64), np.arange(ph, dtype=np.float64))
-        den = Hinv[2, 0] * xs + Hinv[2, 1] * ys + Hinv[2, 2]
-        u = (Hinv[0, 0] * xs + Hinv[0, 1] * ys + Hinv[0, 2]) / den
-        v = (Hinv[1, 0] * xs + Hinv[1, 1] * ys + Hinv[1, 2]) / den
-        dux, duy = np.gradient(u, axis=1), np.gradient(u, axis=0)
-        dvx, dvy = np.gradient(v, axis=1), np.gradient(v, axis=0)
+        xs, ys = np.meshgrid(np.arange(pw, dtype=np.float32), np.arange(ph, dtype=np.float32))
+        Hi = Hinv.astype(np.float32)
+        den = Hi[2, 0] * xs + Hi[2, 1] * ys + Hi[2, 2]
+        u = (Hi[0, 0] * xs + Hi[0, 1] * ys + Hi[0, 2]) / den
+        v = (Hi[1, 0] * xs + Hi[1, 1] * ys + Hi[1, 2]) / den
+        # Derivatives of the projective map (screen pixels per sensor pixel), exact.
+        dux, duy = (Hi[0, 0] - u * Hi[2, 0]) / den, (Hi[0, 1] - u * Hi[2, 1]) / den
+        dvx, dvy = (Hi[1, 0] - v * Hi[2, 0]) / den, (Hi[1, 1] - v * Hi[2, 1]) / den
         ap = sim.lens.sensor_fill
 
         def attenuation(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-            mtf = np.exp(-2 * math.pi ** 2 * sigma ** 2 * (dx ** 2 + dy ** 2))
-            return (_sinc(ap * dx) * _sinc(ap * dy) * mtf).astype(np.float32)
+            mtf = np.exp(np.float32(-2 * math.pi ** 2 * sigma ** 2) * (dx * dx + dy * dy))
+            return _sinc(np.float32(ap) * dx) * _sinc(np.float32(ap) * dy) * mtf
 
-        au = 2 * np.sinc(mon.fill / 3) * attenuation(dux, duy)  # one colour stripe per third of a pixel
-        av = 2 * np.sinc(mon.fill) * attenuation(dvx, dvy)  # black matrix between pixel rows
-        mv = 1 + av * np.cos(2 * np.pi * v).astype(np.float32)
+        au = np.float32(2 * np.sinc(mon.fill / 3)) * attenuation(dux, duy)  # one colour stripe per third of a pixel
+        av = np.float32(2 * np.sinc(mon.fill)) * attenuation(dvx, dvy)  # black matrix between pixel rows
+        mv = 1 + av * np.cos(np.float32(2 * np.pi) * v)
         out = np.empty((ph, pw, 3), np.float32)
         for c in range(3):
-            mu = 1 + au * np.cos(2 * np.pi * (u - (c + 0.5) / 3)).astype(np.float32)
+            mu = 1 + au * np.cos(np.float32(2 * np.pi) * (u - np.float32((c + 0.5) / 3)))
             out[..., c] = np.clip(mu * mv, 0, None)
         inside = screen[..., None]
         return out * inside + (1 - inside)

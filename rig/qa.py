@@ -1,0 +1,229 @@
+"""Photo QA: before a photo is accepted it must show the frame it was taken for, the whole screen,
+sharp and not blown out.
+
+With fiducials the checks are: the frame id spelled by the digit markers equals the attempt's (else
+the camera fired on another frame); all four corner markers are found and the screen's corners lie
+inside the photo with a margin; the x-ray area, registered through the homography fitted to the
+markers' corners, is sharp (variance of the Laplacian) and has few clipped pixels. Without
+fiducials nothing locates the screen in the photo: only sharpness and clipping over the middle of
+the photo are checked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from rig.config import QAConfig
+from rig.display import CORNER_IDS, DIGITS, MARKER_DICT, FiducialLayout, digits_frame_id
+
+_CLIP_LEVEL = 250
+SHARPNESS_SIZE = 192  # sharpness compares photo and source at this many px across the x-ray's long side
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the photo of one attempt should show."""
+
+    frame_id: int | None  # None: fiducials off
+    layout: FiducialLayout | None
+    xray: tuple[int, int, int, int]  # x, y, w, h on the screen
+    source_size: tuple[int, int]
+    reference: np.ndarray | None = None  # the x-ray area as the display drew it (RGB, screen pixels)
+
+
+@dataclass
+class Verdict:
+    reasons: list[str] = field(default_factory=list)
+    frame_id: int | None = None  # decoded
+    margin_px: float | None = None  # smallest distance of a screen corner to the photo's edge
+    sharpness: float | None = None
+    clipped: float | None = None
+    markers: int = 0
+    homography: np.ndarray | None = None  # continuous screen px -> photo px
+    registered: np.ndarray | None = None  # RGB, source-sized, when asked for
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+    def record(self) -> dict[str, object]:
+        """What the attempt row keeps (JSON)."""
+        def r(x: float | None, n: int = 3) -> float | None:
+            return None if x is None else round(float(x), n)
+        return {"reasons": self.reasons, "frame_id": self.frame_id, "margin_px": r(self.margin_px, 1),
+                "sharpness": r(self.sharpness, 1), "clipped": r(self.clipped, 5), "markers": self.markers,
+                "homography": None if self.homography is None else np.round(self.homography, 9).tolist()}
+
+
+def decode_photo(data: bytes) -> np.ndarray | None:
+    """RGB array of an encoded photo, or None when it is not an image OpenCV reads (e.g. RAW)."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class PhotoQA:
+    """Checks photos against an attempt's expectations; one instance per thread (OpenCV detector)."""
+
+    def __init__(self, config: QAConfig) -> None:
+        self.config = config
+        params = cv2.aruco.DetectorParameters()
+        params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
+        params.detectInvertedMarker = True  # the display draws them white on black
+        params.perspectiveRemovePixelPerCell = 8  # read bits from a finer resampling: small markers decode
+        self.detector = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(MARKER_DICT), params)
+
+    def check(self, photo: np.ndarray, expected: Expected, register: bool = False) -> Verdict:
+        verdict = Verdict()
+        if expected.layout is None:
+            self._quality(photo, None, expected, verdict)
+            return verdict
+        layout = expected.layout
+        gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+        corners, ids, _ = self.detector.detectMarkers(gray)
+        found: dict[int, list[np.ndarray]] = {}
+        if ids is not None:
+            for c, i in zip(corners, ids.ravel()):
+                found.setdefault(int(i), []).append(c.reshape(4, 2))
+        verdict.markers = sum(len(v) for v in found.values())
+        slots = layout.slots()
+        src, dst = [], []
+        corner_slots = {index: (x, y) for kind, index, x, y in slots if kind == "corner"}
+        for index, marker_id in enumerate(CORNER_IDS):
+            if len(found.get(marker_id, [])) == 1:
+                src.append(_marker_corners(*corner_slots[index], layout.marker))
+                dst.append(found[marker_id][0])
+        if len(src) < 4:
+            verdict.reasons.append(f"coverage: {len(src)}/4 screen corner markers found; part of the screen is "
+                                   "out of frame or hidden")
+            self._quality(photo, None, expected, verdict)
+            return verdict
+        H, _ = cv2.findHomography(np.concatenate(src), np.concatenate(dst), 0)
+        # Digit markers: assign each to its slot through the corner homography, then refit with all.
+        digit_slots = [(kind, index, x, y) for kind, index, x, y in slots if kind != "corner"]
+        sides: dict[str, dict[int, int]] = {"L": {}, "R": {}}
+        slot_px = np.array([[x + layout.marker / 2, y + layout.marker / 2] for _, _, x, y in digit_slots], np.float64)
+        slot_photo = cv2.perspectiveTransform(slot_px[None], H)[0]
+        tolerance = _scale(H, slot_px.mean(axis=0)) * layout.marker / 2
+        for marker_id, cs in found.items():
+            if marker_id in CORNER_IDS:
+                continue
+            for c in cs:
+                d = np.linalg.norm(slot_photo - c.mean(axis=0), axis=1)
+                k = int(np.argmin(d))
+                if d[k] > tolerance:
+                    continue
+                kind, index, x, y = digit_slots[k]
+                sides[kind][index] = marker_id
+                src.append(_marker_corners(x, y, layout.marker))
+                dst.append(c)
+        H, _ = cv2.findHomography(np.concatenate(src), np.concatenate(dst), 0)
+        verdict.homography = H
+        decoded = {digits_frame_id([side[i] for i in range(DIGITS)]) for side in sides.values()
+                   if len(side) == DIGITS}
+        if len(decoded) == 1:
+            verdict.frame_id = decoded.pop()
+            if verdict.frame_id != expected.frame_id:
+                verdict.reasons.append(f"wrong frame: the photo shows frame {verdict.frame_id}, "
+                                       f"expected {expected.frame_id}")
+        elif decoded:
+            verdict.reasons.append(f"frame id: the two sides disagree ({sorted(decoded)})")
+        else:
+            verdict.reasons.append("frame id: no complete set of id markers found")
+        w, h = layout.width, layout.height
+        screen = cv2.perspectiveTransform(np.array([[[0, 0], [w, 0], [w, h], [0, h]]], np.float64), H)[0]
+        ph, pw = photo.shape[:2]
+        verdict.margin_px = float(min(screen[:, 0].min(), screen[:, 1].min(),
+                                      pw - 1 - screen[:, 0].max(), ph - 1 - screen[:, 1].max()))
+        need = self.config.min_margin * min(pw, ph)
+        if verdict.margin_px < need:
+            verdict.reasons.append(f"coverage: the screen comes within {verdict.margin_px:.0f} px of the photo's "
+                                   f"edge (needs {need:.0f})")
+        self._quality(photo, H, expected, verdict, register)
+        return verdict
+
+    def _quality(self, photo: np.ndarray, H: np.ndarray | None, expected: Expected, verdict: Verdict,
+                 register: bool = False) -> None:
+        """Clipping over the x-ray area, and its sharpness against what the display drew.
+
+        Without a homography (fiducials off or corners missing) only clipping over the photo's middle
+        is measured: sharpness needs the photo registered to the source.
+        """
+        if H is None:
+            ph, pw = photo.shape[:2]
+            area = photo[ph // 4:3 * ph // 4, pw // 4:3 * pw // 4]
+        else:
+            x, y, w, h = expected.xray
+            # The x-ray area resampled at screen-pixel spacing, aligned with what the display drew.
+            to_photo = H @ np.array([[1, 0, x + 0.5], [0, 1, y + 0.5], [0, 0, 1]], np.float64)
+            area = cv2.warpPerspective(photo, to_photo, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                       borderMode=cv2.BORDER_REPLICATE)
+            if register:
+                verdict.registered = registered_crop(photo, H, expected)
+            if expected.reference is not None:
+                verdict.sharpness = detail_kept(area, expected.reference)
+                if verdict.sharpness < self.config.min_sharpness:
+                    verdict.reasons.append(f"sharpness: {verdict.sharpness:.2f} of the x-ray's detail kept "
+                                           f"(needs {self.config.min_sharpness:g})")
+        verdict.clipped = float((area.max(axis=2) >= _CLIP_LEVEL).mean())
+        if verdict.clipped > self.config.max_clipped:
+            verdict.reasons.append(f"exposure: {verdict.clipped:.1%} of the x-ray clipped "
+                                   f"(at most {self.config.max_clipped:.1%})")
+
+
+def detail_kept(area: np.ndarray, reference: np.ndarray) -> float:
+    """How much of the reference's fine detail the registered photo area reproduces (1 = all).
+
+    Both are reduced to SHARPNESS_SIZE px on the long side; the Laplacian of the photo is regressed on
+    the Laplacian of the reference (noise and moire do not correlate with the source and drop out),
+    and divided by the same regression of the plain intensities (the photo's overall contrast, which
+    veil and exposure change). Blur lowers the first and not the second.
+    """
+    h, w = area.shape[:2]
+    f = SHARPNESS_SIZE / max(h, w)
+    size = (max(3, round(w * f)), max(3, round(h * f)))
+
+    def prep(img: np.ndarray) -> np.ndarray:
+        g = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        g = cv2.resize(g, size, interpolation=cv2.INTER_AREA)
+        return g - g.mean()
+
+    a, b = prep(area), prep(reference)
+    la, lb = cv2.Laplacian(a, cv2.CV_32F), cv2.Laplacian(b, cv2.CV_32F)
+    la, lb = la - la.mean(), lb - lb.mean()
+    detail = float((la * lb).mean() / max(1e-9, float((lb * lb).mean())))
+    contrast = float((a * b).mean() / max(1e-9, float((b * b).mean())))
+    return detail / contrast if contrast > 1e-6 else 0.0
+
+
+def source_to_photo(H: np.ndarray, expected: Expected) -> np.ndarray:
+    """Homography from source-image pixel indices to photo pixels (through the letterbox scale)."""
+    x, y, w, h = expected.xray
+    sw, sh = expected.source_size
+    sx, sy = w / sw, h / sh
+    # source index i covers [i, i+1) -> screen x + (i + 0.5) * sx at its centre
+    A = np.array([[sx, 0, x + 0.5 * sx], [0, sy, y + 0.5 * sy], [0, 0, 1]], np.float64)
+    return H @ A
+
+
+def registered_crop(photo: np.ndarray, H: np.ndarray, expected: Expected) -> np.ndarray:
+    """The x-ray area of the photo, rectified to the source image's size and pixel grid."""
+    sw, sh = expected.source_size
+    return cv2.warpPerspective(photo, source_to_photo(H, expected), (sw, sh),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _marker_corners(x: int, y: int, side: int) -> np.ndarray:
+    """A marker's four outer corners in continuous screen coordinates, in ArUco's order (TL, TR, BR, BL)."""
+    return np.array([[x, y], [x + side, y], [x + side, y + side], [x, y + side]], np.float32)
+
+
+def _scale(H: np.ndarray, point: np.ndarray) -> float:
+    """Local magnification (photo px per screen px) of H at a screen point."""
+    p = np.array([[point, point + [1, 0], point + [0, 1]]], np.float64)
+    q = cv2.perspectiveTransform(p, H)[0]
+    a, b = q[1] - q[0], q[2] - q[0]
+    return math.sqrt(abs(float(a[0] * b[1] - a[1] * b[0])))
