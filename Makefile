@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup firmware clean
+.PHONY: demo test setup firmware tools clean
 
 setup: $(STAMP)
 
@@ -29,7 +29,11 @@ firmware:
 	sh firmware/install-deps.sh
 	$(MAKE) -C firmware
 
-test: $(STAMP) firmware
+# tmux drives the terminal UI test of `rig jog` (Debian package, installed only when missing).
+tools:
+	command -v tmux >/dev/null || (apt-get update -q && apt-get install -y --no-install-recommends tmux)
+
+test: $(STAMP) firmware tools
 	$(BIN)/python -m pytest -q
 
 clean:

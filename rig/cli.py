@@ -51,6 +51,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("calibrate", help="measure the rig from photos of a ChArUco board on its monitor")
+    cal = p.add_subparsers(dest="action", required=True)
+    c = cal.add_parser("intrinsics", help="camera matrix and distortion from views of the board")
+    c.add_argument("rig", type=Path)
+    c.add_argument("--max-rms", type=float, default=1.0, help="reject a result above this reprojection error (px)")
+    c = cal.add_parser("angles", help="servo pulse -> physical angle for every channel")
+    c.add_argument("rig", type=Path)
+    c.add_argument("--steps", type=int, default=9, help="positions per channel")
+    c = cal.add_parser("poses", help="screen-to-photo geometry and margin of each named pose")
+    c.add_argument("rig", type=Path)
+    c = cal.add_parser("range", help="per-channel angle range that keeps the whole screen in frame")
+    c.add_argument("rig", type=Path)
+    c.add_argument("--margin", type=float, default=20.0, help="pixels the screen must stay inside the frame")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("jog", help="move channels from the keyboard and save named poses")
+    p.add_argument("rig", type=Path)
+    p.set_defaults(func=cmd_jog)
+
     p = sub.add_parser("doctor", help="what this machine can reach: cameras, serial ports, firmware tools, a rig")
     p.add_argument("rig", type=Path, nargs="?", help="a rig file whose devices to open once")
     p.set_defaults(func=cmd_doctor)
@@ -244,6 +263,57 @@ def cmd_export(args: argparse.Namespace) -> int:
     n = export(store, args.out)
     store.close()
     Console().print(f"exported {n} photos and captures.csv to {args.out}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from rig import calibrate_run as run
+    from rig.calibration import load_or_new, save
+    from rig.config import load_rig
+    from rig.rigs import open_devices
+
+    rig = load_rig(args.rig)
+    cal = load_or_new(args.rig, rig)
+    if args.action != "intrinsics" and cal.intrinsics is None:
+        raise RigError(f"{args.rig}: no camera intrinsics yet; run: rig calibrate intrinsics {args.rig}")
+    devices = open_devices(rig, args.rig)
+    try:
+        shooter = run.Shooter(devices, rig)
+        with console.status(f"calibrating {args.action} of {rig.name} ..."):
+            if args.action == "intrinsics":
+                lines = run.run_intrinsics(shooter, rig, cal, args.max_rms)
+            elif args.action == "angles":
+                lines = run.run_angles(shooter, rig, cal, args.steps)
+            elif args.action == "poses":
+                lines = run.run_poses(shooter, rig, cal)
+            else:
+                lines = run.run_range(shooter, rig, cal, args.margin)
+        devices.motion.park()
+    finally:
+        devices.close()
+    path = save(args.rig, cal)
+    out = Console(soft_wrap=True, highlight=False)
+    for line in lines:
+        out.print(line)
+    out.print(f"{shooter.shots} photos; saved to {path}")
+    return 0
+
+
+def cmd_jog(args: argparse.Namespace) -> int:
+    import curses
+
+    from rig.calibration import load
+    from rig.config import load_rig
+    from rig.jog import Jog, run
+    from rig.rigs import open_devices
+
+    rig = load_rig(args.rig)
+    devices = open_devices(rig, args.rig, fast=True)
+    try:
+        jog = Jog(rig, args.rig, devices.motion, load(args.rig))
+        curses.wrapper(run, jog)
+    finally:
+        devices.close()
     return 0
 
 

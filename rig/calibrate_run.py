@@ -1,0 +1,296 @@
+"""The calibration procedures: drive the rig, photograph the board, hand the photos to `calibrate`.
+
+Each procedure moves only within the rig file's hard pulse limits, leaves the lights as the
+measurement needs them, and raises a one-line `RigError` with the reason when a result is not
+good enough to save.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from rig.calibrate import (AngleFit, Board, Detection, Intrinsics, arm_angles, calibrate_intrinsics, detect,
+                           fit_angles, glare_centre, inside_by, lamp_angle_from_glare, margin_px,
+                           project_screen_corners, screen_homography, solve_pose)
+from rig.calibration import AngleRecord, CalibrationFile, IntrinsicsRecord, PoseRecord, RangeRecord, now
+from rig.config import RigConfig
+from rig.errors import RigError
+from rig.rigs import Devices
+
+
+class Shooter:
+    """One calibration photo: move, settle, show, trigger, download, decode."""
+
+    def __init__(self, devices: Devices, rig: RigConfig) -> None:
+        self.devices, self.rig = devices, rig
+        self.shots = 0
+
+    def photo(self, pulses: dict[str, int], frame: np.ndarray, lights: dict[int, int] | None = None) -> np.ndarray:
+        motion = self.devices.motion
+        targets = {self.rig.servos[name].channel: us for name, us in pulses.items()}
+        motion.move(targets, self.rig.motion.move_ms)
+        motion.wait_idle(self.rig.motion.idle_timeout_s)
+        time.sleep(self.rig.motion.settle_ms / 1000)
+        if lights is not None:
+            motion.set_lights(lights)
+        self.devices.display.show(frame)
+        files = self.devices.camera.download(self.devices.camera.trigger())
+        self.shots += 1
+        image = cv2.imdecode(np.frombuffer(files[0].data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise RigError(f"calibration photo {self.shots} from the camera does not decode; check the camera's "
+                           "image format (JPEG needed)")
+        return image
+
+
+def _span(rig: RigConfig, servo: str, fraction: float, steps: int) -> list[int]:
+    """Pulses across the middle `fraction` of a servo's hard limits, around its park pulse."""
+    s = rig.servos[servo]
+    half = (s.max - s.min) * fraction / 2
+    lo, hi = max(s.min, s.park - half), min(s.max, s.park + half)
+    return [int(round(v)) for v in np.linspace(lo, hi, steps)]
+
+
+def park_pulses(rig: RigConfig) -> dict[str, int]:
+    return {name: s.park for name, s in rig.servos.items()}
+
+
+def measure_intrinsics(shooter: Shooter, rig: RigConfig, board: Board, max_rms_px: float = 1.0,
+                       grid: tuple[int, int] = (5, 3)) -> Intrinsics:
+    """Photograph the board from a pan x tilt grid of arm positions and calibrate the camera."""
+    frame = board.frame()
+    detections: list[Detection] = []
+    size: tuple[int, int] | None = None
+    for pan in _span(rig, "camera_pan", 0.7, grid[0]):
+        for tilt in _span(rig, "camera_tilt", 0.7, grid[1]):
+            photo = shooter.photo({**park_pulses(rig), "camera_pan": pan, "camera_tilt": tilt}, frame)
+            size = (photo.shape[1], photo.shape[0])
+            det = detect(board, photo)
+            if det is not None:
+                detections.append(det)
+    if len(detections) < 6 or size is None:
+        raise RigError(f"the board was found in only {len(detections)} of {grid[0] * grid[1]} photos (6 needed); "
+                       "check that the camera sees the screen and is in focus")
+    intr = calibrate_intrinsics(board, detections, size)
+    if intr.rms_px > max_rms_px:
+        raise RigError(f"intrinsics rejected: reprojection error {intr.rms_px:.2f} px is above {max_rms_px} px "
+                       "(blurred or moving photos?); nothing was saved")
+    return intr
+
+
+@dataclass(frozen=True)
+class ChannelAngles:
+    fit: AngleFit
+    pulses: list[int]
+    angles: list[float]
+    method: str
+
+
+def measure_camera_angles(shooter: Shooter, rig: RigConfig, board: Board, intr: Intrinsics,
+                          pivot_mm: np.ndarray, steps: int = 9) -> dict[str, ChannelAngles]:
+    """Sweep pan and tilt over their ranges; solvePnP gives the arm's true angles for each pulse."""
+    frame = board.frame()
+    result: dict[str, ChannelAngles] = {}
+    for servo, index in (("camera_pan", 0), ("camera_tilt", 1)):
+        pulses, angles = [], []
+        for us in _span(rig, servo, 1.0, steps):
+            photo = shooter.photo({**park_pulses(rig), servo: us}, frame)
+            det = detect(board, photo)
+            if det is None:
+                continue  # the board left the frame at this end of the range
+            pose = solve_pose(board, det, intr)
+            pulses.append(us)
+            angles.append(arm_angles(pose.centre_mm, pivot_mm)[index])
+        if len(pulses) < 5:
+            raise RigError(f"{servo}: the board was visible at only {len(pulses)} of {steps} positions (5 needed); "
+                           "narrow the servo's limits or move the camera back")
+        fit = fit_angles(np.array(pulses, float), np.array(angles))
+        result[servo] = ChannelAngles(fit, pulses, angles, "camera pose from the board (solvePnP)")
+    return result
+
+
+@dataclass(frozen=True)
+class PoseGeometry:
+    homography: np.ndarray
+    corners: np.ndarray
+    margin_px: float
+    reprojection_px: float
+
+
+def measure_pose(shooter: Shooter, rig: RigConfig, board: Board, intr: Intrinsics, pulses: dict[str, int]) -> PoseGeometry:
+    photo = shooter.photo(pulses, board.frame())
+    det = detect(board, photo)
+    if det is None:
+        raise RigError("the board is not visible from this pose; the screen is out of frame")
+    pose = solve_pose(board, det, intr)
+    corners = project_screen_corners(board, pose, intr)
+    return PoseGeometry(screen_homography(board, pose, intr), corners,
+                        margin_px(corners, intr.image_size), pose.reprojection_px)
+
+
+def screen_margin(shooter: Shooter, rig: RigConfig, board: Board, intr: Intrinsics, pulses: dict[str, int]) -> float:
+    """How far inside the photo the whole screen stays at this servo setting (negative: out of frame)."""
+    photo = shooter.photo(pulses, board.frame())
+    det = detect(board, photo, min_corners=8)
+    if det is None:
+        return -1e9
+    pose = solve_pose(board, det, intr)
+    return margin_px(project_screen_corners(board, pose, intr), intr.image_size)
+
+
+def measure_range(shooter: Shooter, rig: RigConfig, board: Board, intr: Intrinsics, servo: str,
+                  margin: float) -> tuple[int, int]:
+    """The pulse range, around park, in which the whole screen stays `margin` px inside the frame."""
+    s = rig.servos[servo]
+    base = park_pulses(rig)
+    if screen_margin(shooter, rig, board, intr, base) < margin:
+        raise RigError(f"{servo}: at the park position the screen is already within {margin:.0f} px of the "
+                       "frame's edge; move the camera back or lower the margin")
+
+    def inside(us: int) -> bool:
+        return screen_margin(shooter, rig, board, intr, {**base, servo: us}) >= margin
+
+    def edge(limit: int) -> int:
+        if inside(limit):
+            return limit
+        good, bad = s.park, limit
+        while abs(bad - good) > 1:
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if inside(mid) else (good, mid)
+        return good
+
+    return edge(s.min), edge(s.max)
+
+
+def measure_light_angles(shooter: Shooter, rig: RigConfig, board: Board, intr: Intrinsics,
+                         arms: dict[str, tuple[str, np.ndarray, float]], steps: int = 9) -> dict[str, ChannelAngles]:
+    """Sweep each light arm; the lamp's highlight in the black screen gives its angle.
+
+    `arms` maps a light arm's servo to (its light, arm pivot in mm, reach in mm). For each pulse: a
+    board photo for the camera pose, then a black screen with only this lamp lit and one with it off.
+    Highlights the screen's edge cuts (less than twice their radius inside) are left out.
+    """
+    black = np.zeros_like(board.frame())
+    base = park_pulses(rig)
+    dark_levels = {l.channel: 0 for l in rig.lights.values()}
+    result: dict[str, ChannelAngles] = {}
+    for servo, (light, pivot, reach) in arms.items():
+        lit_levels = {**dark_levels, rig.lights[light].channel: 255}
+        pulses, angles = [], []
+        for us in _span(rig, servo, 1.0, steps):
+            targets = {**base, servo: us}
+            det = detect(board, shooter.photo(targets, board.frame(), dark_levels))
+            if det is None:
+                raise RigError("the board is not visible from the park position; the camera must see the screen")
+            pose = solve_pose(board, det, intr)
+            glare = glare_centre(shooter.photo(targets, black, lit_levels), shooter.photo(targets, black, dark_levels))
+            screen = project_screen_corners(board, pose, intr)
+            if glare is None or inside_by(glare, screen) < 2 * glare[2]:
+                continue
+            pulses.append(us)
+            angles.append(lamp_angle_from_glare(glare, pose, intr, pivot, reach))
+        shooter.devices.motion.set_lights(dark_levels)
+        if len(pulses) < 4:
+            raise RigError(f"{servo}: the lamp's highlight was measurable at only {len(pulses)} of {steps} positions "
+                           "(4 needed); is the lamp on that arm working, and is the screen glossy?")
+        fit = fit_angles(np.array(pulses, float), np.array(angles), max_degree=2)
+        result[servo] = ChannelAngles(fit, pulses, angles, "lamp highlight in the screen (mirror geometry)")
+    return result
+
+
+# ---------------------------------------------------------------- the commands
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What calibration takes as known, measured with a ruler: monitor size and the arms' pivots.
+
+    It lives in the rig file's studio description (`sim:`), which for a real rig states the same
+    hardware (see docs/decisions/0004-calibration.md).
+    """
+
+    screen_mm: tuple[float, float]
+    camera_pivot_mm: np.ndarray
+    lamp_arms: dict[str, tuple[str, np.ndarray, float]]  # servo -> (light, pivot, reach)
+
+    @classmethod
+    def of(cls, rig: RigConfig) -> Geometry:
+        sim = rig.sim
+        arms = {lamp.servo: (name, np.array(lamp.pivot_mm, float), lamp.reach_mm)
+                for name, lamp in sim.lights.items() if lamp.servo in rig.servos and name in rig.lights}
+        return cls((sim.monitor.width_mm, sim.monitor.height_mm), np.array(sim.arm.pivot_mm, float), arms)
+
+
+def board_for(rig: RigConfig) -> Board:
+    return Board.for_display(rig.display.width, rig.display.height, Geometry.of(rig).screen_mm)
+
+
+def intrinsics_of(cal: CalibrationFile) -> Intrinsics:
+    rec = cal.intrinsics
+    assert rec is not None
+    return Intrinsics(np.array(rec.camera_matrix), np.array(rec.dist_coeffs), rec.rms_px, tuple(rec.image_size),
+                      rec.views)
+
+
+def run_intrinsics(shooter: Shooter, rig: RigConfig, cal: CalibrationFile, max_rms_px: float) -> list[str]:
+    intr = measure_intrinsics(shooter, rig, board_for(rig), max_rms_px)
+    cal.intrinsics = IntrinsicsRecord(created=now(), image_size=intr.image_size,
+                                      camera_matrix=intr.camera_matrix.tolist(), dist_coeffs=intr.dist_coeffs.tolist(),
+                                      rms_px=intr.rms_px, views=intr.views)
+    K = intr.camera_matrix
+    return [f"intrinsics from {intr.views} views: reprojection error {intr.rms_px:.3f} px, "
+            f"focal {K[0, 0]:.1f} x {K[1, 1]:.1f} px, centre ({K[0, 2]:.1f}, {K[1, 2]:.1f}), "
+            f"distortion {', '.join(f'{d:+.4f}' for d in intr.dist_coeffs)}"]
+
+
+def run_angles(shooter: Shooter, rig: RigConfig, cal: CalibrationFile, steps: int) -> list[str]:
+    intr = intrinsics_of(cal)
+    geo = Geometry.of(rig)
+    board = board_for(rig)
+    measured = measure_camera_angles(shooter, rig, board, intr, geo.camera_pivot_mm, steps)
+    measured.update(measure_light_angles(shooter, rig, board, intr, geo.lamp_arms, steps))
+    lines = []
+    for servo, m in measured.items():
+        cal.angles[servo] = AngleRecord(created=now(), method=m.method, coeffs=list(m.fit.coeffs),
+                                        rms_deg=m.fit.rms_deg, max_deg=m.fit.max_deg, samples=m.fit.samples,
+                                        pulse_range=(min(m.pulses), max(m.pulses)))
+        kind = {2: "linear"}.get(len(m.fit.coeffs), f"degree {len(m.fit.coeffs) - 1}")
+        lines.append(f"{servo}: {kind} fit over {m.fit.samples} positions, residual RMS {m.fit.rms_deg:.3f} deg "
+                     f"(max {m.fit.max_deg:.3f}); {m.fit.angle(min(m.pulses)):+.2f} .. "
+                     f"{m.fit.angle(max(m.pulses)):+.2f} deg")
+    return lines
+
+
+def run_poses(shooter: Shooter, rig: RigConfig, cal: CalibrationFile) -> list[str]:
+    intr = intrinsics_of(cal)
+    board = board_for(rig)
+    lines = []
+    for name, targets in rig.poses.items():
+        geo = measure_pose(shooter, rig, board, intr, {**park_pulses(rig), **targets})
+        cal.poses[name] = PoseRecord(created=now(), homography=geo.homography.tolist(),
+                                     corners_px=geo.corners.tolist(), margin_px=geo.margin_px,
+                                     reprojection_px=geo.reprojection_px)
+        lines.append(f"pose {name}: screen {geo.margin_px:.0f} px inside the frame at its closest corner "
+                     f"(board reprojection {geo.reprojection_px:.2f} px)")
+    return lines
+
+
+def run_range(shooter: Shooter, rig: RigConfig, cal: CalibrationFile, margin: float) -> list[str]:
+    intr = intrinsics_of(cal)
+    board = board_for(rig)
+    lines = []
+    for servo in ("camera_pan", "camera_tilt"):
+        rec = cal.angles.get(servo)
+        if rec is None:
+            raise RigError(f"{servo} has no angle calibration yet; run: rig calibrate angles first")
+        lo, hi = measure_range(shooter, rig, board, intr, servo, margin)
+        a_lo, a_hi = (float(np.polyval(rec.coeffs, us)) for us in (lo, hi))
+        cal.ranges[servo] = RangeRecord(created=now(), min_deg=min(a_lo, a_hi), max_deg=max(a_lo, a_hi),
+                                        min_us=lo, max_us=hi, margin_px=margin)
+        lines.append(f"{servo}: the screen stays {margin:.0f} px inside the frame from {lo} to {hi} us "
+                     f"({min(a_lo, a_hi):+.2f} .. {max(a_lo, a_hi):+.2f} deg)")
+    return lines

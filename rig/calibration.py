@@ -1,0 +1,140 @@
+"""The calibration file: what `rig calibrate` measured, kept apart from the hand-written rig file.
+
+`calibration/<rig>.calibration.yaml` sits next to `calibration/<rig>.yaml`. It is versioned, every
+section is timestamped with its residuals, and it records a digest of the rig file's hardware
+description, so a session can refuse a calibration made for different hardware.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rig.config import RigConfig
+from rig.errors import ConfigError
+
+VERSION = 1
+# Parts of a rig file that do not change what calibration measured: where things are plugged in,
+# timing, and the operator's named poses and presets.
+NOT_HARDWARE = {"name", "controller", "motion", "poses", "lighting"}
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IntrinsicsRecord(Record):
+    created: str
+    image_size: tuple[int, int]
+    camera_matrix: list[list[float]]
+    dist_coeffs: list[float]
+    rms_px: float = Field(description="RMS reprojection error over all views")
+    views: int
+
+
+class AngleRecord(Record):
+    created: str
+    method: str  # how the angle was measured
+    coeffs: list[float]  # pulse -> degrees, highest power first
+    rms_deg: float
+    max_deg: float
+    samples: int
+    pulse_range: tuple[int, int]
+
+
+class PoseRecord(Record):
+    created: str
+    homography: list[list[float]]  # screen pixel -> undistorted photo pixel
+    corners_px: list[list[float]]  # screen corners in the photo (distortion included)
+    margin_px: float
+    reprojection_px: float
+
+
+class RangeRecord(Record):
+    created: str
+    min_deg: float
+    max_deg: float
+    min_us: int
+    max_us: int
+    margin_px: float
+
+
+class CalibrationFile(Record):
+    version: int = VERSION
+    rig_file: str
+    hardware_digest: str
+    intrinsics: IntrinsicsRecord | None = None
+    angles: dict[str, AngleRecord] = Field(default_factory=dict)
+    poses: dict[str, PoseRecord] = Field(default_factory=dict)
+    ranges: dict[str, RangeRecord] = Field(default_factory=dict)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def hardware_digest(rig: RigConfig) -> str:
+    """A digest of the rig file's hardware description (servos, lights, camera, display, geometry)."""
+    data = rig.model_dump(mode="json", exclude=NOT_HARDWARE)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def calibration_path(rig_path: Path) -> Path:
+    return rig_path.with_name(f"{rig_path.stem}.calibration.yaml")
+
+
+def load(rig_path: Path) -> CalibrationFile | None:
+    """The rig's calibration, or None if it has none yet."""
+    path = calibration_path(rig_path)
+    if not path.exists():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+        cal = CalibrationFile.model_validate(data)
+    except (yaml.YAMLError, ValidationError) as e:
+        raise ConfigError(f"{path}: not a readable calibration file ({str(e).splitlines()[0]}); "
+                          "re-run rig calibrate, or delete the file") from None
+    if cal.version != VERSION:
+        raise ConfigError(f"{path}: calibration format {cal.version}, this rig reads {VERSION}; re-run rig calibrate")
+    return cal
+
+
+def load_or_new(rig_path: Path, rig: RigConfig) -> CalibrationFile:
+    """The current calibration to add to; a stale one (different hardware) starts over."""
+    cal = load(rig_path)
+    digest = hardware_digest(rig)
+    if cal is None or cal.hardware_digest != digest:
+        return CalibrationFile(rig_file=rig_path.name, hardware_digest=digest)
+    return cal
+
+
+def save(rig_path: Path, cal: CalibrationFile) -> Path:
+    """Write atomically: a crash never leaves half a calibration file."""
+    path = calibration_path(rig_path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    header = (f"# Measured by rig calibrate for {rig_path.name}; machine-written, do not edit.\n"
+              f"# Re-run the calibrate commands after changing the rig's hardware description.\n")
+    with open(tmp, "w") as f:
+        f.write(header + yaml.safe_dump(cal.model_dump(mode="json"), sort_keys=False, width=120))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def require_current(rig_path: Path, rig: RigConfig, what: str, fix: str) -> CalibrationFile:
+    """The calibration, if it exists and matches this hardware; else a one-line error saying the fix."""
+    cal = load(rig_path)
+    path = calibration_path(rig_path)
+    if cal is None:
+        raise ConfigError(f"{rig_path}: {what} needs a calibration and {path.name} does not exist; run: {fix}")
+    if cal.hardware_digest != hardware_digest(rig):
+        raise ConfigError(f"{path}: measured for an earlier hardware description of {rig_path.name} "
+                          f"(servos, camera, display or geometry changed since); run: {fix}")
+    return cal

@@ -1,0 +1,140 @@
+"""Calibration against the virtual studio's ground truth, through the `rig calibrate` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, run_rig
+from rig.calibration import calibration_path, load
+from rig.config import load_rig
+from rig.sim.studio import Studio
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A tightly framed rig (45 mm lens) calibrated with intrinsics, angles, poses and range."""
+    d = tmp_path_factory.mktemp("calibrated")
+    rig = yaml.safe_load((REPO / "calibration" / "sim-rig.yaml").read_text())
+    rig["sim"].update(photo_width=800, photo_height=600, time_scale=0.0, lens={"focal_mm": 45.0})
+    rig["motion"].update(move_ms=0, settle_ms=0)
+    rig["poses"]["left"]["camera_pan"] = 1400
+    rig["poses"]["right_high"]["camera_pan"] = 1600
+    path = d / "rig.yaml"
+    path.write_text(yaml.safe_dump(rig, sort_keys=False))
+    outputs = []
+    for action, extra in (("intrinsics", []), ("angles", []), ("poses", []), ("range", ["--margin", "25"])):
+        result = run_rig("calibrate", action, str(path), *extra, timeout=300)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    return path, outputs
+
+
+def test_intrinsics_match_the_true_lens(calibrated: tuple[Path, list[str]]) -> None:
+    path, out = calibrated
+    cal = load(path)
+    assert cal is not None and cal.intrinsics is not None
+    studio = Studio(load_rig(path))
+    K = np.array(cal.intrinsics.camera_matrix)
+    focal_error = abs(K[0, 0] - studio.camera_matrix[0, 0]) / studio.camera_matrix[0, 0]
+    print(f"\nintrinsics: reprojection {cal.intrinsics.rms_px:.3f} px, focal error {focal_error * 100:.3f} %")
+    assert cal.intrinsics.rms_px <= 0.5
+    assert focal_error <= 0.01
+    assert "reprojection error" in out[0]
+
+
+def test_pulse_to_angle_fits_follow_the_true_joints(calibrated: tuple[Path, list[str]]) -> None:
+    path, _ = calibrated
+    rig = load_rig(path)
+    cal = load(path)
+    assert cal is not None
+    studio = Studio(rig)
+    for servo, rec in cal.angles.items():
+        s = rig.servos[servo]
+        pulses = np.linspace(max(s.min, rec.pulse_range[0]), min(s.max, rec.pulse_range[1]), 41)
+        fitted = np.polyval(rec.coeffs, pulses)
+        truth = []
+        for us in pulses:
+            p = [1500.0] * 4
+            p[s.channel] = us
+            if servo in ("camera_pan", "camera_tilt"):
+                truth.append(studio.camera_angles(tuple(p))[0 if servo == "camera_pan" else 1])
+            else:
+                lamp = next(l for l in rig.sim.lights.values() if l.servo == servo)
+                truth.append(lamp.deg_per_us * (us - lamp.zero_us))
+        rms = float(np.sqrt(np.mean((fitted - np.array(truth)) ** 2)))
+        print(f"\n{servo}: fit vs truth RMS {rms:.3f} deg over {rec.pulse_range} us ({rec.method})")
+        assert rms <= 0.25, servo
+    assert set(cal.angles) == set(rig.servos)
+
+
+def test_pose_geometry_puts_the_screen_corners_where_they_are(calibrated: tuple[Path, list[str]]) -> None:
+    path, _ = calibrated
+    rig = load_rig(path)
+    cal = load(path)
+    assert cal is not None
+    studio = Studio(rig)
+    for name, rec in cal.poses.items():
+        p = [float(s.park) for s in rig.servos.values()]
+        for servo, us in rig.poses[name].items():
+            p[rig.servos[servo].channel] = us
+        truth = studio.screen_corners(tuple(p), rig.display.width, rig.display.height)
+        err = np.linalg.norm(np.array(rec.corners_px) - truth, axis=1)
+        print(f"\npose {name}: corner error mean {err.mean():.3f} px, max {err.max():.3f} px")
+        assert err.mean() <= 1.0
+
+
+def test_range_finds_the_true_limits_of_a_framed_screen(calibrated: tuple[Path, list[str]]) -> None:
+    path, _ = calibrated
+    rig = load_rig(path)
+    cal = load(path)
+    assert cal is not None
+    studio = Studio(rig)
+    w, h = rig.sim.photo_width, rig.sim.photo_height
+
+    def margin(servo: str, us: int) -> float:
+        p = [float(s.park) for s in rig.servos.values()]
+        p[rig.servos[servo].channel] = us
+        c = studio.screen_corners(tuple(p), rig.display.width, rig.display.height)
+        return float(min(c[:, 0].min(), c[:, 1].min(), w - 1 - c[:, 0].max(), h - 1 - c[:, 1].max()))
+
+    for servo in ("camera_pan", "camera_tilt"):
+        s = rig.servos[servo]
+        inside = [us for us in range(s.min, s.max + 1) if margin(servo, us) >= 25]
+        p_lo, p_hi = [float(s.park) for _ in range(4)], [float(s.park) for _ in range(4)]
+        angle = (lambda us: studio.camera_angles(tuple(us if i == s.channel else 1500.0 for i in range(4)))
+                 [0 if servo == "camera_pan" else 1])
+        true_lo, true_hi = sorted((angle(min(inside)), angle(max(inside))))
+        rec = cal.ranges[servo]
+        print(f"\n{servo}: found {rec.min_deg:+.2f}..{rec.max_deg:+.2f} deg, true {true_lo:+.2f}..{true_hi:+.2f}")
+        assert abs(rec.min_deg - true_lo) <= 0.5 and abs(rec.max_deg - true_hi) <= 0.5
+    assert cal.ranges["camera_pan"].min_us > rig.servos["camera_pan"].min  # the limit is the screen, not the servo
+
+
+def test_calibration_file_sits_beside_the_rig_file_and_records_residuals(calibrated: tuple[Path, list[str]]) -> None:
+    path, _ = calibrated
+    text = calibration_path(path).read_text()
+    assert calibration_path(path).parent == path.parent
+    assert "do not edit" in text.splitlines()[0]
+    data = yaml.safe_load(text)
+    assert data["version"] == 1 and data["hardware_digest"]
+    assert all("created" in r and "rms_deg" in r for r in data["angles"].values())
+    assert "rms_px" in data["intrinsics"]
+    assert "screen:" not in path.read_text()  # the hand-written rig file is untouched by measurements
+    json.dumps(data)
+
+
+def test_intrinsics_with_too_high_an_error_are_rejected_with_the_reason(tmp_path: Path) -> None:
+    rig = yaml.safe_load((REPO / "calibration" / "sim-rig.yaml").read_text())
+    rig["sim"].update(photo_width=800, photo_height=600, time_scale=0.0)
+    rig["motion"].update(move_ms=0, settle_ms=0)
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(rig, sort_keys=False))
+    result = run_rig("calibrate", "intrinsics", str(path), "--max-rms", "0.01", timeout=300)
+    assert result.returncode == 2
+    assert "intrinsics rejected: reprojection error" in result.stderr and "nothing was saved" in result.stderr
+    assert not calibration_path(path).exists()
