@@ -177,7 +177,7 @@ class SimConfig(Strict):
     lens: LensModel = LensModel()
     lights: dict[str, LightArmModel] = Field(default_factory=_default_lights)
     ambient: float = Field(0.04, ge=0, description="room illuminance without the rig's lights, screen-white units")
-    wall_albedo: float = Field(0.05, ge=0)
+    wall_albedo: float = Field(0.025, ge=0)
     exposure_gain: float = Field(0.85, gt=0, description="linear sensor value of a white screen pixel")
     white_balance: Vec3 = (0.97, 1.0, 1.06)
     vignetting: float = Field(1.0, ge=0, description="strength of the cos^4 fall-off")

@@ -168,7 +168,9 @@ class PhotoQA:
                 if verdict.sharpness < self.config.min_sharpness:
                     verdict.reasons.append(f"sharpness: {verdict.sharpness:.2f} of the x-ray's detail kept "
                                            f"(needs {self.config.min_sharpness:g})")
-        verdict.clipped = float((area.max(axis=2) >= _CLIP_LEVEL).mean())
+        r, g, b = cv2.split(np.ascontiguousarray(area))
+        brightest = cv2.max(cv2.max(r, g), b)
+        verdict.clipped = cv2.countNonZero(cv2.inRange(brightest, _CLIP_LEVEL, 255)) / brightest.size
         if verdict.clipped > self.config.max_clipped:
             verdict.reasons.append(f"exposure: {verdict.clipped:.1%} of the x-ray clipped "
                                    f"(at most {self.config.max_clipped:.1%})")

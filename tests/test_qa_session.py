@@ -202,3 +202,17 @@ def test_registered_crops_line_up_with_the_studio_ground_truth(tmp_path: Path, p
           f"crop vs source correlation min {min(scores):.3f}")
     assert np.mean(errors) <= 1.0
     assert min(scores) > 0.8  # glare and veil remain; the geometry is what must match
+
+
+def test_a_run_store_from_before_qa_is_refused_in_one_line(tmp_path: Path, phantoms: Path) -> None:
+    session = session_file(tmp_path, phantoms, rig_file(tmp_path))
+    run = tmp_path / "run"
+    run.mkdir()
+    with sqlite3.connect(run / "run.sqlite") as db:
+        db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema', '1')")
+    for command in (("run", str(session)), ("status", str(session))):
+        result = run_rig(*command)
+        err = result.stderr.strip()
+        assert result.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+        assert "schema 1" in err and "output:" in err

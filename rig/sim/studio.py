@@ -27,9 +27,8 @@ from rig.config import RigConfig, ServoJointModel
 
 _DISPLAY_GAMMA = 2.2
 _LIN = ((np.arange(256, dtype=np.float64) / 255.0) ** _DISPLAY_GAMMA).astype(np.float32)
-_ENC_STEPS = 4096
-_ENC = np.clip(np.round(255.0 * (np.arange(_ENC_STEPS + 1) / _ENC_STEPS) ** (1 / _DISPLAY_GAMMA)), 0, 255
-               ).astype(np.uint8)  # the camera's tone curve: linear -> sRGB-like 8 bit
+_ENC_STEPS = 4095
+_ENC = (255.0 * (np.arange(_ENC_STEPS + 1) / _ENC_STEPS) ** (1 / _DISPLAY_GAMMA)).astype(np.float32)
 _BEZEL_ALBEDO = 0.05
 _REFERENCE_MM = 700.0  # LightArmModel.power is the illuminance at this distance
 
@@ -71,7 +70,8 @@ class _Pose:
     H: np.ndarray  # screen pixel index (centre = integer) -> undistorted photo index
     glass: np.ndarray  # float32 mask of the screen's front glass (screen + bezel)
     diffuse: np.ndarray  # float32: reflected room light per unit illuminance (screen, bezel, wall)
-    moire: np.ndarray | None  # float32 (h, w, 3) pixel-grid modulation as the sensor samples it
+    screen_gain: np.ndarray  # float32 (h, w, 3): exposure x white balance x vignetting x moire
+    room_gain: np.ndarray  # float32 (h, w, 3): exposure x white balance x vignetting
     blur_sigma: float
 
 
@@ -98,6 +98,7 @@ class Studio:
         self._poses: OrderedDict[tuple[object, ...], _Pose] = OrderedDict()
         self._maps: tuple[np.ndarray, np.ndarray] | None = None
         self._vignette: np.ndarray | None = None
+        self._noise_bank: np.ndarray | None = None
 
     # ------------------------------------------------------------ ground truth
 
@@ -213,8 +214,12 @@ class Studio:
         diffuse = screen * mon.reflectance + (monitor - screen) * _BEZEL_ALBEDO + (1 - monitor) * sim.wall_albedo * yy
         depth = float(t[2])
         sigma = self._blur_sigma(depth)
-        moire = self._moire(H_cont, screen, sigma) if sim.effects.moire else None
-        pose = _Pose(R, t, H, monitor, diffuse.astype(np.float32), moire, sigma)
+        room_gain = np.float32(sim.exposure_gain) * np.asarray(sim.white_balance, np.float32)[None, None, :]
+        if sim.effects.vignetting and sim.vignetting:
+            room_gain = self._vignetting()[..., None] * room_gain
+        room_gain = np.ascontiguousarray(np.broadcast_to(room_gain, (ph, pw, 3)), np.float32)
+        screen_gain = room_gain * self._moire(H_cont, screen, sigma) if sim.effects.moire else room_gain
+        pose = _Pose(R, t, H, monitor, diffuse.astype(np.float32), screen_gain, room_gain, sigma)
         self._poses[key] = pose
         if len(self._poses) > 6:
             self._poses.popitem(last=False)
@@ -328,7 +333,8 @@ class Studio:
         sim, mon = self.sim, self.sim.monitor
         pw, ph = self.photo_size
         step = 4
-        yy, xx = np.mgrid[0:ph:step, 0:pw:step].astype(np.float32)
+        # Sample at the centres of the step x step cells so resizing back does not shift the highlight.
+        yy, xx = (np.mgrid[0:ph:step, 0:pw:step] + (step - 1) / 2).astype(np.float32)
         small = np.zeros_like(xx)
         c = self.camera_centre(scene.pulses)
         f = self.camera_matrix[0, 0]
@@ -361,33 +367,45 @@ class Studio:
         warped = cv2.warpPerspective(np.ascontiguousarray(scene.frame), pose.H, (pw, ph), flags=cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         emission = cv2.LUT(warped, _LIN)  # display gamma -> linear light
-        if pose.moire is not None:
-            emission *= pose.moire
-        reflected = pose.diffuse * self.illuminance(scene)
+        reflected = pose.diffuse * np.float32(self.illuminance(scene))
         if sim.effects.glare:
-            reflected = reflected + self._glare(scene, pose)
-        img = emission + reflected[..., None]
-        img *= np.float32(sim.exposure_gain) * np.asarray(sim.white_balance, np.float32)
+            reflected += self._glare(scene, pose)
+        # Exposure, white balance and vignetting (the field angle of the undistorted ray) are folded into
+        # per-pose gain fields; the moire modulates only the screen's own light.
+        emission *= pose.screen_gain
+        emission += reflected[..., None] * pose.room_gain
+        img = emission
         if sim.effects.distortion:
             mx, my = self._distortion_maps()
             img = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if pose.blur_sigma > 0.3:
             img = cv2.GaussianBlur(img, (0, 0), pose.blur_sigma)
-        if sim.effects.vignetting and sim.vignetting:
-            img *= self._vignetting()[..., None]
         return img
 
     def render(self, scene: Scene) -> np.ndarray:
-        """The photo as an RGB uint8 array."""
+        """The photo as an RGB uint8 array: tone curve, then read and shot noise in 8-bit units."""
         sim = self.sim
         img = self.render_linear(scene)
-        idx = np.clip(img * _ENC_STEPS, 0, _ENC_STEPS).astype(np.int32)
-        out = _ENC[idx]
+        img *= np.float32(_ENC_STEPS)
+        np.clip(img, 0, _ENC_STEPS, out=img)
+        idx = img.astype(np.uint16)
+        out = np.take(_ENC, idx)  # the camera's tone curve (sRGB-like), float 8-bit units
         if sim.effects.noise and (sim.noise or sim.shot_noise):
-            sigma = np.sqrt(sim.noise ** 2 + sim.shot_noise * np.arange(256, dtype=np.float32)).astype(np.float32)
-            noise = self.rng.standard_normal(out.shape, dtype=np.float32) * sigma[out]
-            out = np.clip(out + noise, 0, 255).astype(np.uint8)
-        return out
+            sigma = np.sqrt(sim.noise ** 2 + sim.shot_noise * _ENC).astype(np.float32)
+            out += self._noise() * np.take(sigma, idx)
+        out += np.float32(0.5)
+        np.clip(out, 0, 255, out=out)
+        return out.astype(np.uint8)
+
+    def _noise(self) -> np.ndarray:
+        """Unit Gaussian noise for one photo: a random window of a bank drawn once (drawing 6 million
+        normals per photo would cost more than the rest of the render)."""
+        pw, ph = self.photo_size
+        pad = 97
+        if self._noise_bank is None:
+            self._noise_bank = self.rng.standard_normal((ph + pad, pw + pad, 3), dtype=np.float32)
+        dy, dx = (int(v) for v in self.rng.integers(0, pad, 2))
+        return self._noise_bank[dy:dy + ph, dx:dx + pw]
 
     def jpeg(self, scene: Scene) -> bytes:
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(self.render(scene), cv2.COLOR_RGB2BGR),
