@@ -163,7 +163,8 @@ class PhotoQA:
                                        borderMode=cv2.BORDER_REPLICATE)
             if register:
                 verdict.registered = registered_crop(photo, H, expected)
-            if expected.reference is not None:
+            if expected.reference is not None and verdict.frame_id == expected.frame_id:
+                # (compared with another frame's image the measure means nothing)
                 verdict.sharpness = detail_kept(area, expected.reference)
                 if verdict.sharpness < self.config.min_sharpness:
                     verdict.reasons.append(f"sharpness: {verdict.sharpness:.2f} of the x-ray's detail kept "
