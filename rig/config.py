@@ -7,10 +7,10 @@ to photograph under which conditions. Paths inside a file are relative to that f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from rig.errors import ConfigError
 
@@ -200,6 +200,14 @@ class SimConfig(Strict):
         return TIMING_PROFILES[self.profile][name] if value is None else float(value)
 
 
+# A pose value: a pulse in microseconds, or an angle such as "12.5deg" converted through the calibration.
+PoseValue = int | Annotated[str, StringConstraints(pattern=r"^[+-]?\d+(\.\d+)?\s*deg$")]
+
+
+def degrees(value: str) -> float:
+    return float(value.removesuffix("deg").strip())
+
+
 class RigConfig(Strict):
     name: str
     controller: ControllerConfig
@@ -208,7 +216,7 @@ class RigConfig(Strict):
     camera: CameraConfig = CameraConfig()
     display: DisplayConfig = DisplayConfig()
     motion: MotionConfig = MotionConfig()
-    poses: dict[str, dict[str, int]]
+    poses: dict[str, dict[str, PoseValue]]
     lighting: dict[str, dict[str, int]]
     sim: SimConfig = SimConfig()
 
@@ -221,7 +229,7 @@ class RigConfig(Strict):
                 if servo not in self.servos:
                     raise ValueError(f"pose '{pose}': unknown servo '{servo}' (servos: {', '.join(self.servos)})")
                 s = self.servos[servo]
-                if not s.min <= pulse <= s.max:
+                if isinstance(pulse, int) and not s.min <= pulse <= s.max:
                     raise ValueError(f"pose '{pose}': {servo}={pulse} is outside {s.min}..{s.max}")
         for preset, levels in self.lighting.items():
             for light, level in levels.items():
@@ -239,8 +247,20 @@ class RigConfig(Strict):
         return self
 
     def pose_targets(self, pose: str) -> dict[int, int]:
-        """Servo channel -> pulse for a named pose; unnamed servos stay where they are."""
-        return {self.servos[name].channel: pulse for name, pulse in self.poses[pose].items()}
+        """Servo channel -> pulse for a named pose; unnamed servos stay where they are.
+
+        Poses given in degrees must have been converted (`rig.poses_in_degrees.resolve`) first.
+        """
+        targets = {}
+        for name, value in self.poses[pose].items():
+            if not isinstance(value, int):
+                raise ConfigError(f"pose '{pose}': {name}={value} is in degrees and needs the rig's calibration")
+            targets[self.servos[name].channel] = value
+        return targets
+
+    @property
+    def uses_degrees(self) -> bool:
+        return any(isinstance(v, str) for targets in self.poses.values() for v in targets.values())
 
     def light_levels(self, preset: str) -> dict[int, int]:
         """Light channel -> level; lights a preset does not name are off."""
@@ -396,6 +416,15 @@ def load_rig(path: Path) -> RigConfig:
     return rig
 
 
+def load_rig_for_run(path: Path) -> RigConfig:
+    """The rig file with its poses in pulses: degrees converted and soft limits checked through its
+    calibration, which must be current if there is one (see rig/poses_in_degrees.py)."""
+    from rig.poses_in_degrees import resolve
+
+    rig, node = load_yaml_model(path, RigConfig)
+    return resolve(rig, path, node)
+
+
 def load_session(path: Path) -> Session:
     """Load a session file and its rig file, and check every condition names a real pose and preset."""
     path = path.resolve() if path.exists() else path
@@ -404,7 +433,7 @@ def load_session(path: Path) -> Session:
     assert rig_path is not None
     if not rig_path.exists():
         raise ConfigError(located(path, node, ("rig",), f"rig file {rig_path} not found; fix the path"))
-    rig = load_rig(rig_path)
+    rig = load_rig_for_run(rig_path)
     for i, cond in enumerate(config.conditions):
         if cond.pose not in rig.poses:
             raise ConfigError(located(path, node, ("conditions", i, "pose"),

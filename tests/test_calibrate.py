@@ -138,3 +138,73 @@ def test_intrinsics_with_too_high_an_error_are_rejected_with_the_reason(tmp_path
     assert result.returncode == 2
     assert "intrinsics rejected: reprojection error" in result.stderr and "nothing was saved" in result.stderr
     assert not calibration_path(path).exists()
+
+
+def _degree_rig(calibrated: tuple[Path, list[str]], tmp_path: Path, poses: dict[str, dict[str, object]]) -> Path:
+    """A copy of the calibrated rig (with its calibration file) whose poses are given in degrees."""
+    src, _ = calibrated
+    rig = yaml.safe_load(src.read_text())
+    rig["poses"] = poses
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(rig, sort_keys=False))
+    calibration_path(path).write_text(calibration_path(src).read_text())
+    return path
+
+
+def test_a_session_with_poses_in_degrees_lands_on_those_angles(
+        calibrated: tuple[Path, list[str]], tmp_path: Path, phantoms: Path) -> None:
+    from conftest import session_file
+
+    rig_path = _degree_rig(calibrated, tmp_path, {
+        "left": {"camera_pan": "-10deg", "camera_tilt": "5deg"},
+        "right_high": {"camera_pan": "8.5deg", "camera_tilt": "-12deg"}})
+    session = session_file(tmp_path, phantoms, rig_path, conditions=[
+        {"pose": "left", "lighting": "dim"}, {"pose": "right_high", "lighting": "bright"}])
+    result = run_rig("run", str(session))
+    assert result.returncode == 0, result.stderr
+    rig = load_rig(rig_path)
+    studio = Studio(rig)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "run" / "run.sqlite") as db:
+        rows = db.execute("SELECT DISTINCT label, targets FROM conditions").fetchall()
+    wanted = {"left-dim": (-10.0, 5.0), "right_high-bright": (8.5, -12.0)}
+    for label, targets in rows:
+        pulses = [1500.0] * 4
+        for ch, us in json.loads(targets).items():
+            pulses[int(ch)] = us
+        pan, tilt = studio.camera_angles(tuple(pulses))
+        print(f"\n{label}: asked {wanted[label]} deg, the arm is at ({pan:+.2f}, {tilt:+.2f}) deg")
+        assert abs(pan - wanted[label][0]) <= 0.25 and abs(tilt - wanted[label][1]) <= 0.25
+
+
+def test_a_pose_outside_the_soft_limits_is_refused_before_anything_moves(
+        calibrated: tuple[Path, list[str]], tmp_path: Path, phantoms: Path) -> None:
+    from conftest import session_file
+
+    rig_path = _degree_rig(calibrated, tmp_path, {"wide": {"camera_pan": "-30deg"}})
+    session = session_file(tmp_path, phantoms, rig_path, conditions=[{"pose": "wide", "lighting": "dim"}])
+    result = run_rig("run", str(session))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    line = result.stderr
+    assert "rig.yaml:" in line and "poses.wide.camera_pan" in line and "outside the soft limits" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_degrees_without_calibration_or_with_a_stale_one_say_which_command_fixes_it(
+        calibrated: tuple[Path, list[str]], tmp_path: Path, phantoms: Path) -> None:
+    from conftest import session_file
+
+    rig_path = _degree_rig(calibrated, tmp_path, {"left": {"camera_pan": "-10deg"}})
+    session = session_file(tmp_path, phantoms, rig_path, conditions=[{"pose": "left", "lighting": "dim"}])
+    rig = yaml.safe_load(rig_path.read_text())
+    rig["servos"]["camera_pan"]["slew"] = 1500  # the hardware description changed after calibration
+    rig_path.write_text(yaml.safe_dump(rig, sort_keys=False))
+    stale = run_rig("run", str(session))
+    assert stale.returncode == 2 and "measured for an earlier hardware description" in stale.stderr
+    assert "rig calibrate" in stale.stderr
+
+    calibration_path(rig_path).unlink()
+    missing = run_rig("run", str(session))
+    assert missing.returncode == 2 and "needs a calibration" in missing.stderr
+    assert f"rig calibrate intrinsics {rig_path}" in missing.stderr
