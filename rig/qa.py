@@ -76,6 +76,20 @@ class PhotoQA:
         params.perspectiveRemovePixelPerCell = 8  # read bits from a finer resampling: small markers decode
         self.detector = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(MARKER_DICT), params)
 
+    def _detect(self, gray: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """ArUco markers; large photos are searched at half size, then corners refined at full size."""
+        if max(gray.shape) < 1200:
+            corners, ids, _ = self.detector.detectMarkers(gray)
+            return list(corners), ids
+        small = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        corners, ids, _ = self.detector.detectMarkers(small)
+        if ids is None:
+            return [], None
+        pts = (np.concatenate([c.reshape(-1, 2) for c in corners]) * 2 + 0.5).astype(np.float32)
+        cv2.cornerSubPix(gray, pts.reshape(-1, 1, 2), (5, 5), (-1, -1),
+                         (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+        return [p.reshape(1, 4, 2) for p in pts.reshape(-1, 4, 2)], ids
+
     def check(self, photo: np.ndarray, expected: Expected, register: bool = False) -> Verdict:
         verdict = Verdict()
         if expected.layout is None:
@@ -83,7 +97,7 @@ class PhotoQA:
             return verdict
         layout = expected.layout
         gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
-        corners, ids, _ = self.detector.detectMarkers(gray)
+        corners, ids = self._detect(gray)
         found: dict[int, list[np.ndarray]] = {}
         if ids is not None:
             for c, i in zip(corners, ids.ravel()):

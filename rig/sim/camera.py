@@ -1,15 +1,17 @@
 """The simulated camera: photographs the studio at the moment of the trigger.
 
 `trigger` waits the shutter lag, captures what the display shows and the rig's physical state
-(cheap copies), then waits the exposure; `download` renders and JPEG-encodes it after the download
-time, so the expensive work runs on the I/O thread exactly where a real camera's transfer would.
-Latencies come from the rig file's `sim:` timing profile, multiplied by `time_scale`.
+(cheap copies), then waits the exposure and hands the scene to the camera's own processor (one
+worker thread that renders and JPEG-encodes, as a real camera processes its photo while the host
+moves on); `download` waits the transfer time and returns the JPEG. Latencies come from the rig
+file's `sim:` timing profile, multiplied by `time_scale`.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import numpy as np
@@ -26,6 +28,7 @@ class SimCamera:
         self.studio = studio
         self.frame_source, self.physical_source = frame_source, physical_source
         self._numbers = itertools.count(1)
+        self._processor: ThreadPoolExecutor | None = None  # the Studio is used by this one thread only
 
     def _wait(self, name: str) -> None:
         sim = self.studio.sim
@@ -34,20 +37,22 @@ class SimCamera:
             time.sleep(delay)
 
     def open(self) -> None:
-        pass
+        self._processor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-camera")
 
     def trigger(self) -> Shot:
+        assert self._processor is not None, "open() the camera first"
         self._wait("shutter_lag_s")
         pulses, lights = self.physical_source()
         scene = Scene(self.frame_source(), pulses, lights)
         self._wait("exposure_s")
-        return Shot(next(self._numbers), {"scene": scene})
+        return Shot(next(self._numbers), {"jpeg": self._processor.submit(self.studio.jpeg, scene)})
 
     def download(self, shot: Shot) -> Sequence[CameraFile]:
         self._wait("download_s")
-        scene = shot.info["scene"]
-        assert isinstance(scene, Scene)
-        return [CameraFile(f"SIM_{shot.number:05d}.JPG", self.studio.jpeg(scene))]
+        jpeg = shot.info["jpeg"]
+        assert isinstance(jpeg, Future)
+        return [CameraFile(f"SIM_{shot.number:05d}.JPG", jpeg.result())]
 
     def close(self) -> None:
-        pass
+        if self._processor is not None:
+            self._processor.shutdown(wait=False, cancel_futures=True)
