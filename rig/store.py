@@ -22,7 +22,7 @@ from rig.devices import CameraFile
 from rig.errors import ConfigError
 from rig.manifest import Manifest, ManifestRow
 
-SCHEMA_VERSION = "2"  # 2: attempts carry the shown frame id, QA verdict and registered crop
+SCHEMA_VERSION = "3"  # 2: attempts carry the shown frame id, QA verdict and registered crop; 3: every file's hash
 DB_NAME = "run.sqlite"
 
 _SCHEMA = """
@@ -38,7 +38,7 @@ CREATE INDEX items_pending ON items(seq) WHERE state = 'pending';
 CREATE TABLE attempts(attempt_id INTEGER PRIMARY KEY, seq INTEGER, status TEXT NOT NULL, reason TEXT,
                       started_at REAL NOT NULL, finished_at REAL, photo TEXT, files TEXT,
                       bytes INTEGER, sha256 TEXT, commanded TEXT, readback TEXT, lights TEXT,
-                      frame_id INTEGER, qa TEXT, registered TEXT);
+                      frame_id INTEGER, qa TEXT, registered TEXT, file_hashes TEXT);
 CREATE UNIQUE INDEX one_accepted_per_item ON attempts(seq) WHERE status = 'accepted';
 CREATE INDEX attempts_writing ON attempts(status) WHERE status = 'writing';
 CREATE INDEX attempts_by_item ON attempts(seq);
@@ -378,9 +378,10 @@ class RunStore:
         attempt_id, rels, hashes = self._write_attempt(item, capture, files, qa, registered)
         with self.transaction():
             self.db.execute(
-                """UPDATE attempts SET status = 'accepted', finished_at = ?, bytes = ?, sha256 = ?
+                """UPDATE attempts SET status = 'accepted', finished_at = ?, bytes = ?, sha256 = ?, file_hashes = ?
                    WHERE attempt_id = ?""",
-                (time.time(), len(files[0].data), hashes[0], attempt_id))
+                (time.time(), len(files[0].data), hashes[0], _file_hashes(rels, hashes, files, registered),
+                 attempt_id))
             self.db.execute("UPDATE items SET state = 'done', attempts = attempts + 1, reason = NULL WHERE seq = ?",
                             (item.seq,))
         return self.root / rels[0]
@@ -391,12 +392,13 @@ class RunStore:
 
         Returns True when the item is now failed for good, False when it should be retaken.
         """
-        attempt_id, _, hashes = self._write_attempt(item, capture, files, qa, None)
+        attempt_id, rels, hashes = self._write_attempt(item, capture, files, qa, None)
         with self.transaction():
             self.db.execute(
-                """UPDATE attempts SET status = 'rejected', reason = ?, finished_at = ?, bytes = ?, sha256 = ?
-                   WHERE attempt_id = ?""",
-                (reason, time.time(), len(files[0].data), hashes[0], attempt_id))
+                """UPDATE attempts SET status = 'rejected', reason = ?, finished_at = ?, bytes = ?, sha256 = ?,
+                   file_hashes = ? WHERE attempt_id = ?""",
+                (reason, time.time(), len(files[0].data), hashes[0], _file_hashes(rels, hashes, files, None),
+                 attempt_id))
             self.db.execute(
                 """UPDATE items SET attempts = attempts + 1, reason = ?,
                    state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'pending' END WHERE seq = ?""",
@@ -437,6 +439,12 @@ class RunStore:
                 name = f"{base}_{len(names)}{suffix}"
             names.append(name)
         return names
+
+
+def _file_hashes(rels: list[str], hashes: list[str], files: Sequence[CameraFile], registered: bytes | None) -> str:
+    """Every file of an attempt (a RAW+JPEG pair, a registered crop) with its size and sha256."""
+    sizes = [len(f.data) for f in files] + ([len(registered)] if registered is not None else [])
+    return json.dumps([{"path": r, "bytes": n, "sha256": h} for r, n, h in zip(rels, sizes, hashes)])
 
 
 def _tmp_name(final: Path) -> Path:
