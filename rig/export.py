@@ -28,12 +28,16 @@ def export(store: RunStore, out: Path) -> int:
     count = 0
     with open(partial / "captures.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["Path", "Study", "Source", *label_columns, "Condition", "Attempt", "SHA256"])
-        for study, image_id, source, labels, condition, rep, attempt, photo, sha in store.accepted():
+        writer.writerow(["Path", "Study", "Source", *label_columns, "Condition", "Attempt", "SHA256", "Registered"])
+        for study, image_id, source, labels, condition, rep, attempt, photo, sha, registered in store.accepted():
             view = PurePosixPath(str(image_id)).stem
             rel = f"{study}/{view}_{condition}_{rep}{PurePosixPath(str(photo)).suffix}"
             _link_or_copy(store.root / str(photo), partial / rel)
-            writer.writerow([rel, study, source, *json.loads(str(labels)), condition, attempt, sha])
+            crop = ""
+            if registered:  # the x-ray area rectified to the source image: a pixel-aligned pair
+                crop = f"{study}/{view}_{condition}_{rep}.registered.png"
+                _link_or_copy(store.root / str(registered), partial / crop)
+            writer.writerow([rel, study, source, *json.loads(str(labels)), condition, attempt, sha, crop])
             count += 1
     old = out.with_name(f".{out.name}.old")
     if out.exists():

@@ -342,7 +342,7 @@ class RunStore:
         """Every accepted capture with its image and condition, in plan order, for export."""
         yield from self.db.execute(
             """SELECT im.study_id, im.image_id, im.source, im.labels, c.label, it.rep, a.attempt_id,
-                      a.photo, a.sha256
+                      a.photo, a.sha256, a.registered
                FROM attempts a JOIN items it ON it.seq = a.seq
                JOIN images im ON im.image_no = it.image_no JOIN conditions c ON c.condition_no = it.condition_no
                WHERE a.status = 'accepted' ORDER BY it.seq""")

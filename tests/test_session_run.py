@@ -40,7 +40,8 @@ def test_demo_session_captures_every_item_and_exports_a_chexpert_dataset(tmp_pat
     with open(phantoms / "train.csv", newline="") as f:
         manifest = {r["Path"]: r for r in csv.DictReader(f)}
     header = list(table[0].keys())
-    assert header[:3] == ["Path", "Study", "Source"] and header[-3:] == ["Condition", "Attempt", "SHA256"]
+    assert header[:3] == ["Path", "Study", "Source"]
+    assert header[-4:] == ["Condition", "Attempt", "SHA256", "Registered"]
     assert len(table) == 48
     for row in table:
         source = manifest[row["Source"]]
@@ -139,3 +140,20 @@ def test_an_image_linked_from_outside_the_root_fails_only_its_item(tmp_path: Pat
     result = run_rig("run", str(session))
     assert result.returncode == 0 and "21/24 done, 3 failed" in result.stderr
     assert "leaves the image root" in run_rig("status", str(session)).stdout
+
+
+def test_export_carries_registered_crops_aligned_with_their_sources(tmp_path: Path, phantoms: Path) -> None:
+    import cv2
+
+    session = session_file(tmp_path, phantoms, rig_file(tmp_path), qa={"save_registered": True},
+                           conditions=[{"pose": "left", "lighting": "dim"}])
+    assert run_rig("run", str(session)).returncode == 0
+    out = tmp_path / "export"
+    assert run_rig("export", str(session), "--out", str(out)).returncode == 0
+    with open(out / "captures.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 8
+    for row in table:
+        crop = cv2.imread(str(out / row["Registered"]), cv2.IMREAD_GRAYSCALE)
+        source = cv2.imread(str(phantoms / row["Source"]), cv2.IMREAD_GRAYSCALE)
+        assert crop is not None and crop.shape == source.shape
