@@ -242,6 +242,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     table.add_row("ETA", eta)
     out = Console()
     out.print(table)
+    kinds = store.failure_kinds()
+    if kinds:
+        out.print("attempts that did not make it: " + ", ".join(f"{k} {n}" for k, n in kinds.items()), highlight=False)
     failed = store.failed_items()
     if failed:
         out.print(f"failed items (first {len(failed)}):", highlight=False)

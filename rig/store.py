@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -332,6 +333,19 @@ class RunStore:
             return None
         return (len(times) - 1) / (times[0] - times[-1])
 
+    def failure_kinds(self) -> dict[str, int]:
+        """Failed, rejected and interrupted attempts by kind of reason ("wrong frame", "coverage", ...)."""
+        kinds: dict[str, int] = {}
+        for status, reason in self.db.execute(
+                "SELECT status, reason FROM attempts WHERE status IN ('failed', 'rejected', 'interrupted')"):
+            if status == "interrupted":
+                found = ["interrupted by a stop"]
+            else:  # "qa: wrong frame: ...; sharpness: ..." -> wrong frame, sharpness
+                found = [f"{status} ({k})" for k in _REASON_KIND.findall((reason or "").removeprefix("qa: "))]
+            for kind in found or [status]:
+                kinds[kind] = kinds.get(kind, 0) + 1
+        return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+
     def failed_items(self, limit: int = 20) -> list[tuple[str, str, int, str]]:
         return self.db.execute(
             """SELECT im.image_id, c.label, it.rep, it.reason FROM items it
@@ -439,6 +453,9 @@ class RunStore:
                 name = f"{base}_{len(names)}{suffix}"
             names.append(name)
         return names
+
+
+_REASON_KIND = re.compile(r"(?:^|; )([a-z][a-z -]*):")
 
 
 def _file_hashes(rels: list[str], hashes: list[str], files: Sequence[CameraFile], registered: bytes | None) -> str:

@@ -107,6 +107,7 @@ def test_missing_and_corrupt_images_fail_their_items_and_the_run_goes_on(tmp_pat
     assert "18/24 done, 6 failed" in result.stderr
     status = run_rig("status", str(session))
     assert "image not found" in status.stdout and "cannot be decoded" in status.stdout
+    assert "failed (image not found) 3" in status.stdout and "failed (image cannot be decoded) 3" in status.stdout
 
 
 def test_a_plain_folder_of_images_is_a_manifest_with_study_ids_from_folders(tmp_path: Path, phantoms: Path) -> None:
