@@ -244,7 +244,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     out.print(table)
     kinds = store.failure_kinds()
     if kinds:
-        out.print("attempts that did not make it: " + ", ".join(f"{k} {n}" for k, n in kinds.items()), highlight=False)
+        out.print("attempts that did not make it: " + ", ".join(f"{k} {n}" for k, n in kinds.items()),
+                  highlight=False, soft_wrap=True)
     failed = store.failed_items()
     if failed:
         out.print(f"failed items (first {len(failed)}):", highlight=False)
