@@ -34,6 +34,15 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str
     return path, outputs
 
 
+def _loaded(calibrated: tuple[Path, list[str]]):  # type: ignore[no-untyped-def]
+    """The calibrated rig, its calibration file and the studio that knows the truth."""
+    path, _ = calibrated
+    rig = load_rig(path)
+    cal = load(path)
+    assert cal is not None
+    return rig, cal, Studio(rig)
+
+
 def test_intrinsics_match_the_true_lens(calibrated: tuple[Path, list[str]]) -> None:
     path, out = calibrated
     cal = load(path)
@@ -48,11 +57,7 @@ def test_intrinsics_match_the_true_lens(calibrated: tuple[Path, list[str]]) -> N
 
 
 def test_pulse_to_angle_fits_follow_the_true_joints(calibrated: tuple[Path, list[str]]) -> None:
-    path, _ = calibrated
-    rig = load_rig(path)
-    cal = load(path)
-    assert cal is not None
-    studio = Studio(rig)
+    rig, cal, studio = _loaded(calibrated)
     for servo, rec in cal.angles.items():
         s = rig.servos[servo]
         pulses = np.linspace(max(s.min, rec.pulse_range[0]), min(s.max, rec.pulse_range[1]), 41)
@@ -73,11 +78,7 @@ def test_pulse_to_angle_fits_follow_the_true_joints(calibrated: tuple[Path, list
 
 
 def test_pose_geometry_puts_the_screen_corners_where_they_are(calibrated: tuple[Path, list[str]]) -> None:
-    path, _ = calibrated
-    rig = load_rig(path)
-    cal = load(path)
-    assert cal is not None
-    studio = Studio(rig)
+    rig, cal, studio = _loaded(calibrated)
     for name, rec in cal.poses.items():
         p = [float(s.park) for s in rig.servos.values()]
         for servo, us in rig.poses[name].items():
@@ -89,11 +90,7 @@ def test_pose_geometry_puts_the_screen_corners_where_they_are(calibrated: tuple[
 
 
 def test_range_finds_the_true_limits_of_a_framed_screen(calibrated: tuple[Path, list[str]]) -> None:
-    path, _ = calibrated
-    rig = load_rig(path)
-    cal = load(path)
-    assert cal is not None
-    studio = Studio(rig)
+    rig, cal, studio = _loaded(calibrated)
     w, h = rig.sim.photo_width, rig.sim.photo_height
 
     def margin(servo: str, us: int) -> float:
