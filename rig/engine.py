@@ -33,7 +33,6 @@ from rig.rigs import Devices
 from rig.store import Capture, Item, RunStore
 
 log = logging.getLogger(__name__)
-NOT_THE_ITEMS_FAULT = 1 << 30  # an attempt lost to a camera that stopped does not use up the item's retakes
 
 
 @dataclass
@@ -53,7 +52,7 @@ class _Job:
     capture: Capture
     shot: Shot | None = None
     failure: str | None = None  # set: record a failed attempt instead of downloading
-    max_attempts: int = 1
+    max_attempts: int | None = 1  # None: the attempt was lost to the camera, not the item's fault
     expected: Expected | None = None
 
 
@@ -97,9 +96,7 @@ class Engine:
         try:
             self._loop(prefetch)
         finally:
-            self._jobs.put(None)
-            # Abandoning skips queued downloads; the one in progress gets a few seconds to end.
-            writer.join(timeout=5 if self.abandon.is_set() else None)
+            self._finish_writer(writer)
             prefetch.shutdown(wait=False, cancel_futures=True)
             self._safe_state()
             self._result.elapsed_s = time.monotonic() - t0
@@ -108,6 +105,26 @@ class Engine:
         if self._shared.pause and not self._result.stop_reason:
             self._result.stop_reason = self._shared.pause
         return self._result
+
+    def _finish_writer(self, writer: threading.Thread) -> None:
+        """Let the I/O thread commit what is queued; a second Ctrl-C (abandon) cuts that short.
+
+        An abandoned download still in progress gets a few seconds; its item stays pending.
+        """
+        while True:
+            try:
+                self._jobs.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                if self.abandon.is_set():
+                    break
+        deadline = None
+        while writer.is_alive():
+            if self.abandon.is_set():
+                deadline = deadline or time.monotonic() + 5
+                if time.monotonic() > deadline:
+                    break
+            writer.join(timeout=0.2)
 
     def _loop(self, prefetch: ThreadPoolExecutor) -> None:
         display = self.devices.display
@@ -143,7 +160,7 @@ class Engine:
                 shot = self.devices.camera.trigger()
             except CameraUnavailable as e:
                 self._result.stop_reason = str(e)
-                self._enqueue(_Job(item, capture, failure=f"camera: {e}", max_attempts=NOT_THE_ITEMS_FAULT))
+                self._enqueue(_Job(item, capture, failure=f"camera: {e}", max_attempts=None))
                 break
             except CameraError as e:
                 self._enqueue(_Job(item, capture, failure=f"camera: {e}", max_attempts=self.max_attempts))
@@ -169,10 +186,13 @@ class Engine:
                             break
                 continue
             with self._shared.lock:  # nothing pending: wait for in-flight captures that may need a retake
-                while self._shared.in_flight and not self._shared.retry:
+                while self._shared.in_flight and not self._shared.retry and not self._stopping():
                     self._shared.lock.wait(0.1)
                 if not self._shared.retry:
                     return
+
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.abandon.is_set() or bool(self._shared.fatal) or bool(self._shared.pause)
 
     def _position(self, item: Item) -> None:
         """Move to the item's pose and set its lights, only when they differ from what is set."""
@@ -201,6 +221,7 @@ class Engine:
                 return
             except queue.Full:
                 if self._shared.fatal or self.abandon.is_set():
+                    self._done_with(job)  # never queued: nothing is in flight for it
                     return
 
     def _safe_state(self) -> None:
@@ -222,7 +243,7 @@ class Engine:
             try:
                 self._write(job)
             except BaseException as e:  # disk full, database gone: stop the run, keep the reason
-                log.exception("I/O thread failed")
+                log.debug("I/O thread failed", exc_info=True)
                 self._shared.fatal = e
                 self.stop.set()
             finally:
@@ -235,6 +256,8 @@ class Engine:
 
     def _write(self, job: _Job) -> None:
         failure = job.failure
+        if failure is None and self._shared.pause:
+            return  # the camera is gone: leave the item pending, it is retaken when the run resumes
         if failure is None:
             assert job.shot is not None
             try:
@@ -242,6 +265,7 @@ class Engine:
             except CameraUnavailable as e:
                 self._shared.pause = str(e)
                 failure = f"download: {e}"
+                job.max_attempts = None
             except (CameraError, DeviceError) as e:
                 failure = f"download: {e}"
             else:

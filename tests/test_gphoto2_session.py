@@ -19,7 +19,8 @@ def _done(run: Path) -> int:
 
 def test_gphoto2_session_survives_sigkill_and_camera_store_full(tmp_path: Path, phantoms: Path) -> None:
     rig_path = rig_file(tmp_path, camera={"backend": "sim-gphoto2"})
-    session = session_file(tmp_path, phantoms, rig_path, repeats=2)  # 48 items: more than one card's 26
+    # 48 items, more than one card's 26; no retakes: a photo lost to a full card must not use up an item's
+    session = session_file(tmp_path, phantoms, rig_path, repeats=2, retries=0)
     run = tmp_path / "run"
 
     proc = subprocess.Popen([*RIG_BIN, "run", str(session)], cwd=REPO,
@@ -46,6 +47,9 @@ def test_gphoto2_session_survives_sigkill_and_camera_store_full(tmp_path: Path, 
     with sqlite3.connect(run / "run.sqlite") as db:
         accepted = db.execute("SELECT COUNT(*), COUNT(DISTINCT seq) FROM attempts WHERE status = 'accepted'").fetchone()
     assert accepted == (48, 48)
+    with sqlite3.connect(run / "run.sqlite") as db:
+        lost = db.execute("SELECT COUNT(*) FROM attempts WHERE status = 'lost'").fetchone()[0]
+    assert lost >= 1  # the attempts the full card cost are kept, and did not fail their items
     assert photos_show_their_sources(run, rig_path) == 48
 
 
