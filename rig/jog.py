@@ -72,7 +72,10 @@ class Jog:
         if not POSE_NAME.match(name):
             return f"'{name}' is not a pose name (letters, digits, _ . -)"
         targets = {r.name: self.state.targets[r.channel] for r in self.rows if r.kind == "servo"}
-        save_pose(self.rig_path, name, targets)
+        try:
+            save_pose(self.rig_path, name, targets)
+        except OSError as e:  # keep the session (and the position) alive; say what to do
+            return f"could not save to {self.rig_path} ({e.strerror}); note the pulses above, fix permissions"
         return f"saved pose '{name}' to {self.rig_path.name}"
 
     def draw(self, scr: curses.window) -> None:

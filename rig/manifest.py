@@ -42,8 +42,11 @@ class Manifest:
                 raise ConfigError(f"{csv_path}: manifest not found; fix 'manifest.csv' in the session file")
             if image_root is None or not image_root.is_dir():
                 raise ConfigError(f"{image_root}: image root is not a folder; fix 'manifest.image_root'")
-            with csv_path.open(newline="", encoding="utf-8") as f:
-                header = next(csv.reader(f), None)
+            try:
+                with csv_path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte order mark
+                    header = next(csv.reader(f), None)
+            except UnicodeDecodeError as e:
+                raise ConfigError(_not_utf8(csv_path, e)) from None
             if not header or header[0] != "Path":
                 raise ConfigError(f"{csv_path}:1: the first column must be 'Path' (CheXpert form)")
             if len(set(header)) != len(header):
@@ -73,10 +76,10 @@ class Manifest:
         assert self.csv_path is not None and self.image_root is not None
         root = self.image_root.resolve()
         width = len(self.label_columns) + 1
-        with self.csv_path.open(newline="", encoding="utf-8") as f:
+        with self.csv_path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             next(reader)
-            for record in reader:
+            for record in _decoded(reader, self.csv_path):
                 if not record:
                     continue
                 where = _Where(self.csv_path, reader.line_num)
@@ -98,6 +101,18 @@ class Manifest:
             rel = PurePosixPath(file.relative_to(root).as_posix())
             study = str(rel.parent) if str(rel.parent) != "." else rel.stem
             yield str(file), ManifestRow(str(rel), study, str(rel), str(file), ())
+
+
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
+    return f"{path}: contains bytes that are not UTF-8 ({e.reason}); save the manifest as UTF-8 CSV"
+
+
+def _decoded(reader: Iterator[list[str]], path: Path) -> Iterator[list[str]]:
+    """CSV records, turning a decoding error anywhere in the file into a one-line ConfigError."""
+    try:
+        yield from reader
+    except UnicodeDecodeError as e:
+        raise ConfigError(_not_utf8(path, e)) from None
 
 
 class _Where:
