@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rig.config import Session, load_session
-from rig.errors import ConfigError, PlanChangedError, RigError
+from rig.errors import ConfigError, DeviceError, PlanChangedError, RigError
 from rig.manifest import Manifest
 from rig.plan import planned_conditions
 from rig.store import RunStore, manifest_digest
@@ -118,14 +119,53 @@ def _run_lock(root: Path) -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rig.engine import Engine
-    from rig.rigs import open_devices
-
     session = load_session(args.session)
     manifest = _manifest(session)
     conditions = planned_conditions(session)
-    repeats = session.config.repeats
     digest = manifest_digest(manifest)  # reads every row: a bad manifest stops here, before any device moves
+    if digest[1] == 0:
+        raise ConfigError(f"{manifest.describe}: the manifest lists no images; add some")
+    created = _make_output(args.session, session.output)
+    try:
+        with _run_lock(session.output):  # before any device is touched: a second run must not talk to them
+            return _run_locked(args, session, manifest, conditions, digest)
+    except BaseException:
+        if created and not RunStore.exists(session.output):
+            _remove_output(session.output, created)  # nothing written for a run that never started
+        raise
+
+
+def _make_output(session_path: Path, output: Path) -> Path | None:
+    """Create the run folder; returns the topmost folder this created (None if it existed)."""
+    first_missing = None
+    for folder in (output, *output.parents):
+        if folder.exists():
+            break
+        first_missing = folder
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{session_path}: output: cannot create {output} ({e.strerror}); fix 'output:'") from None
+    return first_missing
+
+
+def _remove_output(output: Path, created: Path) -> None:
+    (output / "run.lock").unlink(missing_ok=True)
+    for folder in (output, *output.parents):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == created:
+            return
+
+
+def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, conditions: list,
+                digest: tuple[str, int]) -> int:
+    from rig.engine import Engine
+    from rig.rigs import open_devices
+
+    repeats = session.config.repeats
     resuming = RunStore.exists(session.output)
     if resuming:
         existing = RunStore(session.output)
@@ -142,14 +182,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             store = RunStore.create(session.output, session.path, manifest, conditions, repeats)
         else:
             store = RunStore(session.output)
-        with _run_lock(session.output):
-            if resuming and args.replan:
-                kept = store.replan(manifest, conditions, repeats)
-                console.print(f"replanned: kept {kept} captures that still match the session file")
-            recovered = store.recover()
-            if recovered:
-                console.print(f"recovered {recovered} capture(s) interrupted before their commit; they will be retaken")
-            return _run_engine(Engine, session, store, devices, resuming)
+        if resuming and args.replan:
+            kept = store.replan(manifest, conditions, repeats)
+            console.print(f"replanned: kept {kept} captures that still match the session file")
+        recovered = store.recover()
+        if recovered:
+            console.print(f"recovered {recovered} capture(s) interrupted before their commit; they will be retaken")
+        return _run_engine(Engine, session, store, devices, resuming)
     finally:
         devices.close()
 
@@ -181,6 +220,10 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
     try:
         with progress:
             result = engine.run()
+    except (OSError, sqlite3.Error) as e:  # disk full, disk gone: the store is consistent, say so in one line
+        raise DeviceError(f"the run stopped writing to {session.output}: {getattr(e, 'strerror', None) or e}; "
+                       f"every photo committed so far is safe; fix the disk (free space?), then resume with: "
+                       f"rig run {session.path}") from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -277,6 +320,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from rig.rigs import open_devices
 
     rig = load_rig(args.rig)
+    missing = [n for n in ("camera_pan", "camera_tilt") if n not in rig.servos]
+    if missing:
+        raise ConfigError(f"{args.rig}: servos: calibration moves the camera arm through servos named "
+                          f"camera_pan and camera_tilt; this rig has no {' or '.join(missing)}; rename its servos")
     cal = load_or_new(args.rig, rig)
     if args.action != "intrinsics" and cal.intrinsics is None:
         raise RigError(f"{args.rig}: no camera intrinsics yet; run: rig calibrate intrinsics {args.rig}")

@@ -124,9 +124,14 @@ class RunStore:
         self.root = root
         self.photos = root / "photos"
         self.db = sqlite3.connect(root / DB_NAME, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not lose a committed capture
-        schema = self.meta("schema")
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not lose a committed capture
+            schema = self.meta("schema")
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise ConfigError(f"{root / DB_NAME}: not a readable run store ({e}); restore it from a backup "
+                              "or set a new 'output:'") from None
         if schema != SCHEMA_VERSION:
             self.db.close()
             raise ConfigError(f"{root}: this run store has schema {schema}, this rig writes schema {SCHEMA_VERSION}; "
@@ -156,7 +161,10 @@ class RunStore:
                conditions: Sequence[PlannedCondition], repeats: int) -> RunStore:
         """Create the store with its whole plan; on any error nothing is left behind."""
         existed = root.exists()
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"output: cannot create {root} ({e.strerror}); fix 'output:'") from None
         tmp_db = root / (DB_NAME + ".new")
         for p in (tmp_db, Path(str(tmp_db) + "-wal"), Path(str(tmp_db) + "-shm")):
             p.unlink(missing_ok=True)
@@ -178,10 +186,15 @@ class RunStore:
             if not existed:
                 root.rmdir()
             raise
-        # The database appears under its real name only once the plan is complete.
+        # The database appears under its real name only once the plan is complete, and never over another.
         Path(str(tmp_db) + "-wal").unlink(missing_ok=True)
         Path(str(tmp_db) + "-shm").unlink(missing_ok=True)
-        os.replace(tmp_db, root / DB_NAME)
+        try:
+            os.link(tmp_db, root / DB_NAME)
+        except FileExistsError:
+            raise ConfigError(f"{root}: another run created this run store first; run again to resume it") from None
+        finally:
+            tmp_db.unlink(missing_ok=True)
         _fsync_dir(root)
         store = cls(root)
         store.photos.mkdir(exist_ok=True)
@@ -271,7 +284,8 @@ class RunStore:
                 """UPDATE items SET state = 'done' WHERE seq IN
                    (SELECT seq FROM attempts WHERE status = 'accepted')""")
             self.db.execute(
-                """UPDATE items SET attempts = (SELECT COUNT(*) FROM attempts a WHERE a.seq = items.seq)""")
+                """UPDATE items SET attempts = (SELECT COUNT(*) FROM attempts a WHERE a.seq = items.seq
+                                                AND a.status IN ('failed', 'rejected', 'accepted'))""")
             for t in ("items", "images", "conditions"):
                 self.db.execute(f"DROP TABLE old_{t}")
             self.db.execute("DROP TABLE temp.seq_map")
@@ -319,7 +333,7 @@ class RunStore:
     def counts(self) -> Counts:
         by_state = dict(self.db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
         failed_attempts = self.db.execute(
-            "SELECT COUNT(*) FROM attempts WHERE status IN ('failed', 'interrupted', 'rejected')").fetchone()[0]
+            "SELECT COUNT(*) FROM attempts WHERE status IN ('failed', 'interrupted', 'rejected', 'lost')").fetchone()[0]
         planned = sum(by_state.values())
         return Counts(planned, by_state.get("done", 0), by_state.get("failed", 0),
                       by_state.get("pending", 0), failed_attempts)
@@ -337,7 +351,7 @@ class RunStore:
         """Failed, rejected and interrupted attempts by kind of reason ("wrong frame", "coverage", ...)."""
         kinds: dict[str, int] = {}
         for status, reason in self.db.execute(
-                "SELECT status, reason FROM attempts WHERE status IN ('failed', 'rejected', 'interrupted')"):
+                "SELECT status, reason FROM attempts WHERE status IN ('failed', 'rejected', 'interrupted', 'lost')"):
             if status == "interrupted":
                 found = ["interrupted by a stop"]
             else:  # "qa: wrong frame: ...; sharpness: ..." -> wrong frame, sharpness
@@ -363,23 +377,26 @@ class RunStore:
 
     # ------------------------------------------------------------ writing captures
 
-    def record_failure(self, seq: int, reason: str, max_attempts: int, capture: Capture | None = None) -> bool:
+    def record_failure(self, seq: int, reason: str, max_attempts: int | None,
+                       capture: Capture | None = None) -> bool:
         """Keep a failed attempt with its reason; after `max_attempts` the item fails and the run goes on.
 
-        Returns True when the item is now failed for good, False when it should be retaken.
+        `max_attempts` None: the attempt is kept but not counted against the item (a camera that went
+        away is not the item's fault). Returns True when the item is now failed for good.
         """
         now = time.time()
         with self.transaction():
             self.db.execute(
                 """INSERT INTO attempts(seq, status, reason, started_at, finished_at, frame_id, commanded, readback,
-                                       lights) VALUES (?, 'failed', ?, ?, ?, ?, ?, ?, ?)""",
-                (seq, reason, capture.started_at if capture else now, now, capture.frame_id if capture else None,
+                                       lights) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (seq, "failed" if max_attempts is not None else "lost", reason, capture.started_at if capture else now, now, capture.frame_id if capture else None,
                  *(_json_or_none(x) for x in ((capture.commanded, capture.readback, capture.lights)
                                               if capture else (None, None, None)))))
-            self.db.execute(
-                """UPDATE items SET attempts = attempts + 1, reason = ?,
-                   state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'pending' END WHERE seq = ?""",
-                (reason, max_attempts, seq))
+            if max_attempts is not None:
+                self.db.execute(
+                    """UPDATE items SET attempts = attempts + 1, reason = ?,
+                       state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'pending' END WHERE seq = ?""",
+                    (reason, max_attempts, seq))
             state = self.db.execute("SELECT state FROM items WHERE seq = ?", (seq,)).fetchone()[0]
         return state == "failed"
 
@@ -468,9 +485,21 @@ def _tmp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp")
 
 
+def _make_dirs_durable(folder: Path) -> None:
+    """mkdir -p, then fsync the parent of every folder it created, so a power cut keeps the path."""
+    missing = []
+    for f in (folder, *folder.parents):
+        if f.exists():
+            break
+        missing.append(f)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in reversed(missing):
+        _fsync_dir(f.parent)
+
+
 def _write_atomically(final: Path, data: bytes) -> str:
     """temp file -> fsync -> rename -> fsync folder; returns the sha256 of what was written."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _make_dirs_durable(final.parent)
     tmp = _tmp_name(final)
     with open(tmp, "wb") as f:
         f.write(data)

@@ -69,7 +69,8 @@ class Link:
     def open(cls, url: str, baudrate: int = 115200, **kw: object) -> Link:
         """Open any pyserial URL or device path; an unreachable port is a one-line DeviceError."""
         try:
-            port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.02, write_timeout=2.0)
+            # exclusive: a second program (or a second rig run) must not share the controller's line
+            port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.02, write_timeout=2.0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as e:
             raise PortUnavailable(f"cannot open '{url}' ({e})") from None
         return cls(port, url, **kw)  # type: ignore[arg-type]
