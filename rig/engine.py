@@ -142,6 +142,10 @@ class Engine:
             try:
                 prepared = fut.result()
             except ValueError as e:
+                if root is not None and not root.is_dir():  # an unmounted drive, not a bad image: pause
+                    self._result.stop_reason = (f"the image folder {root} is gone (unmounted drive?); "
+                                                "mount it again")
+                    break
                 self._enqueue(_Job(item, self._capture(item, None), failure=str(e), max_attempts=1))
                 continue
             self._position(item)

@@ -106,3 +106,27 @@ def test_export_to_a_place_that_cannot_be_written_is_one_line(tmp_path: Path, ph
     blocker.write_text("")
     result = run_rig("export", str(session), "--out", str(blocker / "export"))
     assert result.returncode == 2 and "Traceback" not in result.stderr and "cannot create it" in result.stderr
+
+
+def test_an_image_drive_that_goes_away_pauses_instead_of_failing_every_item(tmp_path: Path, phantoms: Path) -> None:
+    import time
+
+    data = tmp_path / "data"
+    shutil.copytree(phantoms, data)
+    session = session_file(tmp_path, data, rig_file(tmp_path, sim={"download_s": 0.05, "time_scale": 1.0}),
+                           repeats=3)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*RIG_BIN, "run", str(session)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not (run / "run.sqlite").exists() or _accepted(run)[0] < 4):
+        time.sleep(0.05)
+    data.rename(tmp_path / "unplugged")  # the drive with the images goes away mid-run
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 3, err
+    assert "image folder" in err and "is gone" in err and "resume with: rig run" in err
+    with sqlite3.connect(run / "run.sqlite") as db:
+        failed = db.execute("SELECT COUNT(*) FROM items WHERE state = 'failed'").fetchone()[0]
+    assert failed == 0
+    (tmp_path / "unplugged").rename(data)
+    resumed = run_rig("run", str(session))
+    assert resumed.returncode == 0 and "72/72 done" in resumed.stderr
