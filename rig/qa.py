@@ -4,7 +4,8 @@ sharp and not blown out.
 With fiducials the checks are: the frame id spelled by the digit markers equals the attempt's (else
 the camera fired on another frame); all four corner markers are found and the screen's corners lie
 inside the photo with a margin; the x-ray area, registered through the homography fitted to the
-markers' corners, is sharp (variance of the Laplacian) and has few clipped pixels. Without
+markers' corners, keeps enough of the fine detail the display drew (Laplacian energy of the photo
+against the drawn frame, docs/decisions/0003) and has few clipped pixels. Without
 fiducials nothing locates the screen in the photo: only sharpness and clipping over the middle of
 the photo are checked.
 """
