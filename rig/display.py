@@ -120,13 +120,8 @@ def letterbox_rect(w: int, h: int, width: int, height: int, band: int = 0) -> tu
     return band + (inner - nw) // 2, (height - nh) // 2, nw, nh
 
 
-def letterbox(image: np.ndarray, width: int, height: int, band: int = 0) -> np.ndarray:
-    """Scale to fit inside width x height (minus the fiducial bands) keeping the aspect ratio, centred
-    on black; RGB uint8."""
-    return _letterbox(image, width, height, band)[0]
-
-
 def _letterbox(image: np.ndarray, width: int, height: int, band: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Scale to fit between the fiducial bands keeping the aspect ratio, centred on black (RGB)."""
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     h, w = image.shape[:2]
@@ -135,12 +130,6 @@ def _letterbox(image: np.ndarray, width: int, height: int, band: int) -> tuple[n
     canvas = np.zeros((height, width, 3), np.uint8)
     canvas[y0:y0 + nh, x0:x0 + nw] = cv2.resize(image, (nw, nh), interpolation=interp)
     return canvas, (x0, y0, nw, nh)
-
-
-def load_for_display(path: Path | str, width: int, height: int, root: Path | None = None,
-                     band: int = 0) -> np.ndarray:
-    """Decode an image file and letterbox it; unreadable files raise ValueError with the reason."""
-    return prepare(path, width, height, root, band).canvas
 
 
 def prepare(path: Path | str, width: int, height: int, root: Path | None = None, band: int = 0) -> Prepared:

@@ -71,6 +71,8 @@ class Manifest:
                 raise ConfigError(f"{where}: duplicate image ID '{row.image_id}'; each image may appear once")
             seen.add(row.image_id)
             yield row
+        if not seen:
+            raise ConfigError(f"{self.describe}: the manifest lists no images; add some")
 
     def _csv_rows(self) -> Iterator[tuple[object, ManifestRow]]:
         assert self.csv_path is not None and self.image_root is not None

@@ -159,12 +159,11 @@ class RunStore:
     @classmethod
     def create(cls, root: Path, session_file: Path, manifest: Manifest,
                conditions: Sequence[PlannedCondition], repeats: int) -> RunStore:
-        """Create the store with its whole plan; on any error nothing is left behind."""
-        existed = root.exists()
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"output: cannot create {root} ({e.strerror}); fix 'output:'") from None
+        """Create the store with its whole plan; on any error no database is left behind.
+
+        The run folder is the caller's (`rig run` creates, locks and, if the run never starts, removes it).
+        """
+        root.mkdir(parents=True, exist_ok=True)
         tmp_db = root / (DB_NAME + ".new")
         for p in (tmp_db, Path(str(tmp_db) + "-wal"), Path(str(tmp_db) + "-shm")):
             p.unlink(missing_ok=True)
@@ -183,8 +182,6 @@ class RunStore:
         except BaseException:
             for p in (tmp_db, Path(str(tmp_db) + "-wal"), Path(str(tmp_db) + "-shm")):
                 p.unlink(missing_ok=True)
-            if not existed:
-                root.rmdir()
             raise
         # The database appears under its real name only once the plan is complete, and never over another.
         Path(str(tmp_db) + "-wal").unlink(missing_ok=True)
@@ -529,8 +526,6 @@ def _write_plan(db: sqlite3.Connection, manifest: Manifest, conditions: Sequence
                    [(i, c.label, c.pose, c.lighting, json.dumps(c.targets), json.dumps(c.lights))
                     for i, c in enumerate(conditions)])
     n_images = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-    if n_images == 0:
-        raise ConfigError(f"{manifest.describe}: the manifest lists no images; add some")
     # Condition-major order: one pose change per condition, then every repeat of every image.
     db.execute(
         """INSERT INTO items(seq, image_no, condition_no, rep)

@@ -77,7 +77,7 @@ def photos_show_their_sources(run: Path, rig_path: Path) -> int:
     import numpy as np
 
     from rig.config import load_rig
-    from rig.display import fiducial_layout, load_for_display
+    from rig.display import fiducial_layout, prepare
     from rig.sim.studio import Studio
 
     rig = load_rig(rig_path)
@@ -89,7 +89,7 @@ def photos_show_their_sources(run: Path, rig_path: Path) -> int:
                              JOIN images im ON im.image_no = it.image_no
                              JOIN conditions c ON c.condition_no = it.condition_no
                              WHERE a.status = 'accepted'""").fetchall()
-    sources = {f: cv2.cvtColor(load_for_display(f, w, h, band=band), cv2.COLOR_RGB2GRAY).astype(np.float32).ravel()
+    sources = {f: cv2.cvtColor(prepare(f, w, h, band=band).canvas, cv2.COLOR_RGB2GRAY).astype(np.float32).ravel()
                for f in {r[1] for r in rows}}
     for photo, file, targets in rows:
         pulses = [1500.0] * 4
@@ -104,3 +104,13 @@ def photos_show_their_sources(run: Path, rig_path: Path) -> int:
         best = max(scores, key=lambda f: scores[f])
         assert best == file, f"{photo} looks like {best}, not its own source {file}"
     return len(rows)
+
+
+def export_table(session: Path, out: Path) -> list[dict[str, str]]:
+    """`rig export` the session's run to `out` and read back its captures.csv."""
+    import csv
+
+    result = run_rig("export", str(session), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    with open(out / "captures.csv", newline="") as f:
+        return list(csv.DictReader(f))

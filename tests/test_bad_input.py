@@ -105,3 +105,9 @@ def test_status_and_export_before_any_run_say_how_to_start(tmp_path: Path, phant
     args = [command, str(session)] + (["--out", str(tmp_path / "x")] if command == "export" else [])
     result = run_rig(*args)
     assert result.returncode == 2 and "rig run" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_manifest_without_images(tmp_path: Path, phantoms: Path) -> None:
+    data = _copy_data(phantoms, tmp_path)
+    _rewrite_manifest(data, lambda rows: rows.__delitem__(slice(1, None)))
+    _refused(session_file(tmp_path, data, rig_file(tmp_path)), "the manifest lists no images")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, RIG_BIN, rig_file, run_rig, session_file
+from conftest import REPO, RIG_BIN, export_table, rig_file, run_rig, session_file
 
 DISK_FULL_AFTER = """
 import errno, sys
@@ -89,9 +88,7 @@ def test_export_keeps_images_whose_names_differ_only_by_extension(tmp_path: Path
                            conditions=[{"pose": "front", "lighting": "bright"}])
     assert run_rig("run", str(session)).returncode == 0
     out = tmp_path / "export"
-    assert run_rig("export", str(session), "--out", str(out)).returncode == 0
-    with open(out / "captures.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = export_table(session, out)
     assert len(rows) == 2 and len({r["Path"] for r in rows}) == 2
     import hashlib
 

@@ -8,7 +8,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from conftest import photos_show_their_sources, rig_file, run_rig, session_file
+from conftest import export_table, photos_show_their_sources, rig_file, run_rig, session_file
 
 
 def _accepted(run: Path) -> list[tuple[int, str, str, int]]:
@@ -33,10 +33,7 @@ def test_demo_session_captures_every_item_and_exports_a_chexpert_dataset(tmp_pat
     assert "48" in status.stdout and "finished" in status.stdout
 
     out = tmp_path / "export"
-    exported = run_rig("export", str(session), "--out", str(out))
-    assert exported.returncode == 0, exported.stderr
-    with open(out / "captures.csv", newline="") as f:
-        table = list(csv.DictReader(f))
+    table = export_table(session, out)
     with open(phantoms / "train.csv", newline="") as f:
         manifest = {r["Path"]: r for r in csv.DictReader(f)}
     header = list(table[0].keys())
@@ -120,9 +117,7 @@ def test_a_plain_folder_of_images_is_a_manifest_with_study_ids_from_folders(tmp_
     session = session_file(tmp_path, phantoms, rig_file(tmp_path), manifest={"folder": str(folder)})
     assert run_rig("run", str(session)).returncode == 0
     out = tmp_path / "export"
-    assert run_rig("export", str(session), "--out", str(out)).returncode == 0
-    with open(out / "captures.csv", newline="") as f:
-        table = list(csv.DictReader(f))
+    table = export_table(session, out)
     assert len(table) == 12
     assert {r["Study"] for r in table} == {"case0", "case1"}
     assert {r["Source"] for r in table} == {f"case{i // 2}/img{i}.jpg" for i in range(4)}
@@ -150,9 +145,7 @@ def test_export_carries_registered_crops_aligned_with_their_sources(tmp_path: Pa
                            conditions=[{"pose": "left", "lighting": "dim"}])
     assert run_rig("run", str(session)).returncode == 0
     out = tmp_path / "export"
-    assert run_rig("export", str(session), "--out", str(out)).returncode == 0
-    with open(out / "captures.csv", newline="") as f:
-        table = list(csv.DictReader(f))
+    table = export_table(session, out)
     assert len(table) == 8
     for row in table:
         crop = cv2.imread(str(out / row["Registered"]), cv2.IMREAD_GRAYSCALE)

@@ -320,14 +320,6 @@ class Studio:
         ch = self._light_channel.get(light)
         return 0.0 if ch is None or ch >= len(scene.lights) else scene.lights[ch] / 255.0
 
-    def glare_centres(self, pulses: tuple[float, ...]) -> dict[str, np.ndarray]:
-        """Where each lamp's mirror image in the screen lands in the photo (undistorted projection)."""
-        out = {}
-        for name, pos in self.light_positions(pulses).items():
-            mirror = pos * np.array([1.0, 1.0, -1.0])  # the screen plane is z = 0
-            out[name] = self.project(mirror[None], pulses, distort=False)[0]
-        return out
-
     def _glare(self, scene: Scene, pose: _Pose) -> np.ndarray:
         """The lamps' mirror images in the glass: a disc per lamp spread by the coating's roughness."""
         sim, mon = self.sim, self.sim.monitor
