@@ -21,6 +21,8 @@ void app_boot(BootCause cause)
     g_app.flags = cause == BOOT_WATCHDOG ? RIG_FLAG_WATCHDOG_BOOT : 0;
     g_app.safe_sent = false;
     g_app.reset_pending = false;
+    g_app.done_owed = false;
+    g_app.safe_owed = false;
     for (uint8_t ch = 0; ch < RIG_LIGHTS; ch++)
         app_set_light(ch, 0);
     bool eeprom_ok = limits_load();
@@ -64,17 +66,27 @@ static void check_host_silence(void)
     motion_hold();
     g_app.flags |= RIG_FLAG_SAFE;
     g_app.safe_sent = true;
-    proto_event("safe cause=host-timeout");
+    g_app.safe_owed = true;
 }
 
-void app_poll(void)
+void app_motion_tick(void)
 {
     /* Interpolating at 1 kHz is plenty: the servo frame only samples every 20 ms. */
     uint32_t now = hw_micros();
     if (now - last_motion_us >= 1000) {
         last_motion_us = now;
         if (motion_update(now))
-            proto_event("done");
+            g_app.done_owed = true;
     }
+}
+
+void app_poll(void)
+{
+    app_motion_tick();
     check_host_silence();
+    /* Events wait for room in the transmit buffer rather than stall the loop. */
+    if (g_app.done_owed && proto_event("done"))
+        g_app.done_owed = false;
+    if (g_app.safe_owed && proto_event("safe cause=host-timeout"))
+        g_app.safe_owed = false;
 }

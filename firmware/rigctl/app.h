@@ -13,6 +13,8 @@ struct AppState {
     uint8_t light[RIG_LIGHTS]; /* current duty */
     bool safe_sent;            /* "!safe" already sent for this silence */
     bool reset_pending;        /* restart once the reply is out */
+    bool done_owed;            /* "!done" due, waiting for room in the transmit buffer */
+    bool safe_owed;            /* "!safe" due, likewise */
 };
 
 extern AppState g_app;
@@ -22,6 +24,10 @@ void app_boot(BootCause cause);
 
 /* Call often from the main loop: motion, "!done", host-silence timeout. */
 void app_poll(void);
+
+/* Motion only (1 kHz interpolation): also called while the board waits for slow hardware
+ * (EEPROM writes), so the servos never wait for anything but time. */
+void app_motion_tick(void);
 
 void app_set_light(uint8_t ch, uint8_t level);
 

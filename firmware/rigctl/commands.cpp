@@ -112,6 +112,7 @@ static void cmd_move(uint8_t argc, char **argv, Text &out)
         target[ch] = (uint16_t)want[ch];
     }
     g_app.flags &= (uint8_t)~RIG_FLAG_SAFE;
+    g_app.done_owed = false; /* a "!done" not yet sent belongs to the move this one replaces */
     text_str(out, "ok ");
     text_u32(out, motion_move(target, ms));
 }
@@ -147,6 +148,7 @@ static void cmd_park(uint8_t argc, Text &out)
     for (uint8_t ch = 0; ch < RIG_LIGHTS; ch++)
         app_set_light(ch, 0);
     g_app.flags &= (uint8_t)~RIG_FLAG_SAFE;
+    g_app.done_owed = false; /* a "!done" not yet sent belongs to the move this one replaces */
     text_str(out, "ok ");
     text_u32(out, motion_park());
 }

@@ -12,6 +12,14 @@
 #define RIG_REPLY_MAX 160     /* longest framed reply incl. "#65535 " and "*XXXX" */
 #define RIG_MAX_TOKENS 10     /* more words than this is always a bad argument */
 
+/* The loop never waits for the UART (PROTOCOL.md "Flow"): a line is executed only when the
+ * transmit buffer can take RIG_REPLY_MAX + LF at once, else answered "err 8 busy"; a byte is
+ * read only when the longest such short reply fits. The UART's transmit buffer
+ * (SERIAL_TX_BUFFER_SIZE in the Makefile, 256) holds a full reply plus pending events, so a
+ * host that waits for each reply is never answered busy. */
+#define RIG_SHORT_REPLY_MAX 32 /* "#65535 err 4 bad-crc*XXXX\n" is the longest: 26 bytes */
+#define RIG_EVENT_MAX 64
+
 #define RIG_TIMEOUT_DEFAULT_MS 10000UL
 
 /* Limits, PROTOCOL.md "Limits and defaults". */

@@ -15,8 +15,16 @@ extern "C" {
 
 uint32_t hw_millis(void);
 uint32_t hw_micros(void);
-/* Send bytes to the host; may block until the UART has room. */
+/* Queue bytes for the host. Never waits: callers first check that hw_tx_room() can take them. */
 void hw_write(const char *buf, size_t len);
+/* Bytes the transmit buffer can take now. */
+uint16_t hw_tx_room(void);
+/* The next received byte, or -1 when none is waiting. */
+int16_t hw_read(void);
+/* Received bytes waiting to be read. */
+uint16_t hw_rx_waiting(void);
+/* Nonzero when the receive buffer is full, so bytes arriving now are lost. */
+uint8_t hw_rx_full(void);
 /* Servo pulse in 0.5 us ticks; the caller has already clamped it to the limits. */
 void hw_servo_ticks(uint8_t ch, uint16_t ticks);
 void hw_light(uint8_t ch, uint8_t level);

@@ -10,6 +10,8 @@ static uint8_t line_len;
 static uint16_t line_total; /* bytes seen this line, saturating */
 static bool line_bad;       /* a byte outside 0x20..0x7E was seen */
 static bool cr_pending;     /* a CR is ignored only right before LF */
+static bool line_lossy;     /* bytes of this line may have been lost in a full receive buffer */
+static bool rx_lossy;       /* the receive buffer overflowed; cleared once it was read empty */
 static uint32_t last_activity;
 
 /* Cache of the last executed checked command: its sequence number and full reply. */
@@ -24,6 +26,8 @@ void proto_init(void)
     line_total = 0;
     line_bad = false;
     cr_pending = false;
+    line_lossy = false;
+    rx_lossy = false;
     cache_valid = false;
     last_activity = hw_millis();
 }
@@ -52,16 +56,22 @@ static void seal(Text &t)
     text_hex4(t, crc);
 }
 
-void proto_event(const char *body)
+bool proto_event(const char *body)
 {
-    char buf[64];
+    char buf[RIG_EVENT_MAX];
     Text t;
     text_init(t, buf, sizeof buf);
     text_char(t, '!');
     text_str(t, body);
     seal(t);
+    if (hw_tx_room() < t.len + 1u)
+        return false; /* the caller keeps it owed and tries again */
     send_line(t.buf, t.len);
+    return true;
 }
+
+/* A full reply fits the transmit buffer now, and the line arrived whole: it may run. */
+static bool can_run(void) { return !line_lossy && hw_tx_room() >= RIG_REPLY_MAX + 1; }
 
 static bool is_hex_upper(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); }
 static uint8_t hex_val(char c) { return (uint8_t)(c <= '9' ? c - '0' : c - 'A' + 10); }
@@ -112,6 +122,13 @@ static void handle_checked(void)
         send_line(t.buf, t.len);
         return;
     }
+    if (!can_run()) {
+        /* Not executed and not cached, like a bad CRC: the host sends it again later. */
+        text_str(t, "err 8 busy");
+        seal(t);
+        send_line(t.buf, t.len);
+        return;
+    }
     if (cache_valid && cache_seq == (uint16_t)seq) {
         /* A retransmission: the command already ran, send the same bytes again. */
         send_line(cache, cache_len);
@@ -151,6 +168,10 @@ static void handle_line(void)
         handle_checked();
         return;
     }
+    if (!can_run()) {
+        send_plain("err 8 busy");
+        return;
+    }
     char buf[RIG_REPLY_MAX];
     Text t;
     text_init(t, buf, sizeof buf);
@@ -177,6 +198,7 @@ void proto_feed(uint8_t c)
         line_len = 0;
         line_total = 0;
         line_bad = false;
+        line_lossy = false;
         return;
     }
     if (cr_pending) {
@@ -188,4 +210,28 @@ void proto_feed(uint8_t c)
         return;
     }
     store(c);
+}
+
+void proto_poll(void)
+{
+    for (uint8_t n = 0; n < 32; n++) {
+        /* Read on only while any line this byte may end can be answered at once: at worst
+         * with a short reply (busy, bad-crc, ...). Otherwise the bytes wait in the receive
+         * buffer and the loop goes back to motion; nothing here ever waits for the UART. */
+        if (hw_tx_room() < RIG_SHORT_REPLY_MAX)
+            return;
+        if (hw_rx_full())
+            rx_lossy = true; /* bytes arriving from now on may be dropped */
+        int16_t c = hw_read();
+        if (c < 0)
+            return;
+        if (rx_lossy) {
+            /* Lost bytes sit somewhere after what the buffer held: every line up to the
+             * point where the buffer is read empty is answered busy, never executed. */
+            line_lossy = true;
+            if (!hw_rx_waiting())
+                rx_lossy = false;
+        }
+        proto_feed((uint8_t)c);
+    }
 }

@@ -11,11 +11,15 @@
 
 void proto_init(void);
 
-/* Feed one received byte. A completed line is executed and answered before this returns. */
+/* Feed one received byte. A completed line is executed (or answered busy) before this returns. */
 void proto_feed(uint8_t byte);
 
-/* Send an event line: "!" + body + "*" + CRC. */
-void proto_event(const char *body);
+/* Read and handle what the host sent, as far as it can be answered without waiting. */
+void proto_poll(void);
+
+/* Send an event line: "!" + body + "*" + CRC. False (nothing sent) when the transmit buffer
+ * cannot take it now; the caller sends it later. */
+bool proto_event(const char *body);
 
 /* Millis timestamp of the last complete line (any kind): host activity. */
 uint32_t proto_last_activity(void);

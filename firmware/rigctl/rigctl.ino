@@ -48,6 +48,10 @@ extern "C" {
 uint32_t hw_millis(void) { return millis(); }
 uint32_t hw_micros(void) { return micros(); }
 void hw_write(const char *buf, size_t len) { Serial.write((const uint8_t *)buf, len); }
+uint16_t hw_tx_room(void) { return (uint16_t)Serial.availableForWrite(); }
+int16_t hw_read(void) { return (int16_t)Serial.read(); }
+uint16_t hw_rx_waiting(void) { return (uint16_t)Serial.available(); }
+uint8_t hw_rx_full(void) { return Serial.available() >= SERIAL_RX_BUFFER_SIZE - 1; }
 void hw_servo_ticks(uint8_t ch, uint16_t ticks) { servo_out_set(ch, ticks); }
 void hw_light(uint8_t ch, uint8_t level) { analogWrite(LIGHT_PINS[ch], level); }
 
@@ -58,9 +62,12 @@ void hw_eeprom_read(uint16_t addr, uint8_t *buf, uint16_t len)
 
 void hw_eeprom_update(uint16_t addr, const uint8_t *buf, uint16_t len)
 {
-    /* Byte by byte with a watchdog kick: a full rewrite takes ~3.4 ms per byte. */
+    /* Byte by byte with a watchdog kick: a full rewrite takes ~3.4 ms per byte, and the
+     * servos keep moving on time while the EEPROM is busy. */
     for (uint16_t i = 0; i < len; i++) {
         wdt_reset();
+        while (!eeprom_is_ready())
+            app_motion_tick();
         eeprom_update_byte((uint8_t *)(uintptr_t)(addr + i), buf[i]);
     }
 }
@@ -90,9 +97,8 @@ void setup()
 void loop()
 {
     wdt_reset();
-    /* Bounded work per pass so motion and the watchdog are served while a
-     * flood of bytes arrives. */
-    for (uint8_t n = 0; n < 32 && Serial.available(); n++)
-        proto_feed((uint8_t)Serial.read());
+    /* Bounded work per pass, and never a wait for the UART, so motion and the watchdog
+     * are served whatever the host sends or fails to read. */
+    proto_poll();
     app_poll();
 }

@@ -26,6 +26,8 @@
 static int master_fd = -1;
 static uint8_t eeprom[1024];
 static volatile sig_atomic_t stop;
+static uint8_t rx[128]; /* like the UART's receive buffer: filled from the pty, read by proto_poll */
+static size_t rx_head, rx_len;
 static bool reset_requested;
 
 static uint64_t now_us(void)
@@ -52,6 +54,18 @@ void hw_write(const char *buf, size_t len)
         len -= (size_t)n;
     }
 }
+uint16_t hw_tx_room(void) { return 1024; } /* the pty takes it; hw_write waits if not */
+int16_t hw_read(void)
+{
+    if (!rx_len)
+        return -1;
+    uint8_t c = rx[rx_head];
+    rx_head = (rx_head + 1) % sizeof rx;
+    rx_len--;
+    return c;
+}
+uint16_t hw_rx_waiting(void) { return (uint16_t)rx_len; }
+uint8_t hw_rx_full(void) { return 0; } /* the pty holds what we have not read */
 void hw_servo_ticks(uint8_t, uint16_t) {}
 void hw_light(uint8_t, uint8_t) {}
 void hw_eeprom_read(uint16_t addr, uint8_t *buf, uint16_t len) { memcpy(buf, eeprom + addr, len); }
@@ -92,12 +106,14 @@ int main(void)
             app_boot(BOOT_WATCHDOG);
         }
         struct pollfd p = {master_fd, POLLIN, 0};
-        if (poll(&p, 1, 1) > 0) {
+        if (rx_len < sizeof rx && poll(&p, 1, 1) > 0) {
             uint8_t buf[64];
-            ssize_t n = read(master_fd, buf, sizeof buf);
+            size_t room = sizeof rx - rx_len;
+            ssize_t n = read(master_fd, buf, room < sizeof buf ? room : sizeof buf);
             for (ssize_t i = 0; i < n; i++)
-                proto_feed(buf[i]);
+                rx[(rx_head + rx_len++) % sizeof rx] = buf[i];
         }
+        proto_poll();
         app_poll();
     }
     return 0;
