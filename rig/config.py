@@ -30,7 +30,7 @@ class ControllerConfig(Strict):
     baudrate: int = 115200
     reply_timeout_s: float = Field(0.5, gt=0)
     retries: int = Field(5, ge=0)
-    host_timeout_ms: int = Field(30000, ge=0, description="controller's host-silence timeout")
+    host_timeout_ms: int = Field(30000, ge=0, le=3_600_000, description="controller's host-silence timeout")
 
 
 class ServoConfig(Strict):
@@ -69,7 +69,7 @@ class DisplayConfig(Strict):
 
 
 class MotionConfig(Strict):
-    move_ms: int = Field(500, ge=0, description="requested duration of a pose change")
+    move_ms: int = Field(500, ge=0, le=3_600_000, description="requested duration of a pose change")
     settle_ms: int = Field(100, ge=0, description="wait after motion done, for the arm to stop ringing")
     idle_timeout_s: float = Field(30.0, gt=0)
 

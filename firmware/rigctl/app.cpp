@@ -19,7 +19,6 @@ void app_boot(BootCause cause)
 {
     g_app.timeout_ms = RIG_TIMEOUT_DEFAULT_MS;
     g_app.flags = cause == BOOT_WATCHDOG ? RIG_FLAG_WATCHDOG_BOOT : 0;
-    g_app.safe_sent = false;
     g_app.reset_pending = false;
     g_app.done_owed = false;
     g_app.safe_owed = false;
@@ -52,12 +51,12 @@ static void check_host_silence(void)
     if (!g_app.timeout_ms) {
         return;
     }
-    uint32_t quiet = hw_millis() - proto_last_activity();
-    if (quiet < g_app.timeout_ms) {
-        g_app.safe_sent = false; /* a line arrived since: re-arm */
+    /* Entering the safe state is reported once: only move, light or park (which clear the
+     * flag) re-arm it; a status poll does not. */
+    if (g_app.flags & RIG_FLAG_SAFE)
         return;
-    }
-    if (g_app.safe_sent)
+    uint32_t quiet = hw_millis() - proto_last_activity();
+    if (quiet < g_app.timeout_ms)
         return;
     /* Lights off (they heat and glare), servos hold: moving an arm with nobody
      * watching is more dangerous than leaving it where it is. */
@@ -65,7 +64,6 @@ static void check_host_silence(void)
         app_set_light(ch, 0);
     motion_hold();
     g_app.flags |= RIG_FLAG_SAFE;
-    g_app.safe_sent = true;
     g_app.safe_owed = true;
 }
 

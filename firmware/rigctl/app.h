@@ -11,7 +11,6 @@ struct AppState {
     uint32_t timeout_ms;       /* host-silence timeout, 0 = off */
     uint8_t flags;             /* RIG_FLAG_* */
     uint8_t light[RIG_LIGHTS]; /* current duty */
-    bool safe_sent;            /* "!safe" already sent for this silence */
     bool reset_pending;        /* restart once the reply is out */
     bool done_owed;            /* "!done" due, waiting for room in the transmit buffer */
     bool safe_owed;            /* "!safe" due, likewise */

@@ -17,17 +17,22 @@ static void err(Text &out, const char *code_text)
 static void bad_arg(Text &out) { err(out, "2 bad-argument"); }
 static void bad_channel(Text &out) { err(out, "6 bad-channel"); }
 
-/* Split on runs of spaces, in place. Returns the word count, or RIG_MAX_TOKENS + 1 if more. */
-static uint8_t split(char *s, char *argv[RIG_MAX_TOKENS])
+/* Split on runs of spaces, in place, keeping the first RIG_MAX_TOKENS words. Sets *more when
+ * there are further words: they only matter as an extra argument, found after every word
+ * before them was checked (PROTOCOL.md: left to right, the first bad word decides). */
+static uint8_t split(char *s, char *argv[RIG_MAX_TOKENS], bool *more)
 {
     uint8_t n = 0;
+    *more = false;
     while (*s) {
         while (*s == ' ')
             *s++ = 0;
         if (!*s)
             break;
-        if (n == RIG_MAX_TOKENS)
-            return RIG_MAX_TOKENS + 1;
+        if (n == RIG_MAX_TOKENS) {
+            *more = true;
+            break;
+        }
         argv[n++] = s;
         while (*s && *s != ' ')
             s++;
@@ -81,10 +86,10 @@ static void cmd_status(Text &out)
     text_hex(out, g_app.flags);
 }
 
-static void cmd_move(uint8_t argc, char **argv, Text &out)
+static void cmd_move(uint8_t argc, char **argv, bool more, Text &out)
 {
     uint32_t ms;
-    if (argc < 3 || !parse_u32(argv[1], 0xFFFFFFFFUL, &ms))
+    if (argc < 2 || !parse_u32(argv[1], RIG_MOVE_MAX_MS, &ms))
         return bad_arg(out);
     uint32_t want[RIG_SERVOS];
     bool named[RIG_SERVOS] = {false};
@@ -99,6 +104,8 @@ static void cmd_move(uint8_t argc, char **argv, Text &out)
         named[ch] = true;
         want[ch] = us;
     }
+    if (argc < 3 || more) /* no target at all, or a word past the last one checked */
+        return bad_arg(out);
     /* All targets are checked before anything moves. */
     uint16_t target[RIG_SERVOS] = {0}; /* 0 = keep the current target */
     for (uint8_t ch = 0; ch < RIG_SERVOS; ch++) {
@@ -117,10 +124,8 @@ static void cmd_move(uint8_t argc, char **argv, Text &out)
     text_u32(out, motion_move(target, ms));
 }
 
-static void cmd_light(uint8_t argc, char **argv, Text &out)
+static void cmd_light(uint8_t argc, char **argv, bool more, Text &out)
 {
-    if (argc < 2)
-        return bad_arg(out);
     int16_t level[RIG_LIGHTS];
     for (uint8_t ch = 0; ch < RIG_LIGHTS; ch++)
         level[ch] = -1;
@@ -134,6 +139,8 @@ static void cmd_light(uint8_t argc, char **argv, Text &out)
             return bad_arg(out);
         level[ch] = (int16_t)v;
     }
+    if (argc < 2 || more)
+        return bad_arg(out);
     for (uint8_t ch = 0; ch < RIG_LIGHTS; ch++)
         if (level[ch] >= 0)
             app_set_light(ch, (uint8_t)level[ch]);
@@ -153,15 +160,15 @@ static void cmd_park(uint8_t argc, Text &out)
     text_u32(out, motion_park());
 }
 
-static void cmd_limit(uint8_t argc, char **argv, Text &out)
+static void cmd_limit(uint8_t argc, char **argv, bool more, Text &out)
 {
-    if (argc != 2 && argc != 6)
-        return bad_arg(out);
     uint32_t ch;
-    if (!parse_u32(argv[1], 0xFFFFFFFFUL, &ch))
+    if (argc < 2 || !parse_u32(argv[1], 0xFFFFFFFFUL, &ch))
         return bad_arg(out);
     if (ch >= RIG_SERVOS)
-        return bad_channel(out);
+        return bad_channel(out); /* the channel is checked before the number of words */
+    if ((argc != 2 && argc != 6) || more)
+        return bad_arg(out);
     if (argc == 2) {
         const ServoLimits &l = g_limits[ch];
         text_str(out, "ok ch=");
@@ -191,7 +198,7 @@ static void cmd_limit(uint8_t argc, char **argv, Text &out)
 static void cmd_timeout(uint8_t argc, char **argv, Text &out)
 {
     uint32_t ms;
-    if (argc != 2 || !parse_u32(argv[1], 0xFFFFFFFFUL, &ms))
+    if (argc != 2 || !parse_u32(argv[1], RIG_TIMEOUT_MAX_MS, &ms))
         return bad_arg(out);
     g_app.timeout_ms = ms;
     text_str(out, "ok");
@@ -200,7 +207,8 @@ static void cmd_timeout(uint8_t argc, char **argv, Text &out)
 void commands_exec(char *cmd, Text &out)
 {
     char *argv[RIG_MAX_TOKENS];
-    uint8_t argc = split(cmd, argv);
+    bool more;
+    uint8_t argc = split(cmd, argv, &more);
     if (argc == 0) /* a line of spaces */
         return err(out, "1 unknown-command");
     const char *c = argv[0];
@@ -209,20 +217,18 @@ void commands_exec(char *cmd, Text &out)
                  !strcmp(c, "timeout") || !strcmp(c, "reset");
     if (!known)
         return err(out, "1 unknown-command");
-    if (argc > RIG_MAX_TOKENS)
-        return bad_arg(out);
     if (!strcmp(c, "hello"))
         return argc == 1 ? cmd_hello(out) : bad_arg(out);
     if (!strcmp(c, "status"))
         return argc == 1 ? cmd_status(out) : bad_arg(out);
     if (!strcmp(c, "move"))
-        return cmd_move(argc, argv, out);
+        return cmd_move(argc, argv, more, out);
     if (!strcmp(c, "light"))
-        return cmd_light(argc, argv, out);
+        return cmd_light(argc, argv, more, out);
     if (!strcmp(c, "park"))
         return cmd_park(argc, out);
     if (!strcmp(c, "limit"))
-        return cmd_limit(argc, argv, out);
+        return cmd_limit(argc, argv, more, out);
     if (!strcmp(c, "timeout"))
         return cmd_timeout(argc, argv, out);
     /* reset */

@@ -21,6 +21,8 @@
 #define RIG_EVENT_MAX 64
 
 #define RIG_TIMEOUT_DEFAULT_MS 10000UL
+#define RIG_TIMEOUT_MAX_MS 3600000UL  /* PROTOCOL.md "Argument ranges" */
+#define RIG_MOVE_MAX_MS 3600000UL
 
 /* Limits, PROTOCOL.md "Limits and defaults". */
 #define RIG_PULSE_MIN_US 400

@@ -81,16 +81,11 @@ uint32_t motion_move(const uint16_t target_us[RIG_SERVOS], uint32_t req_ms)
 
 uint32_t motion_park(void)
 {
-    motion_update(hw_micros());
-    uint32_t eff = 0;
-    for (uint8_t ch = 0; ch < RIG_SERVOS; ch++) {
-        axes[ch].target = (uint16_t)(g_limits[ch].park * 2);
-        axes[ch].dur_ms = slew_ms(ch); /* each at its own slew limit */
-        if (axes[ch].dur_ms > eff) eff = axes[ch].dur_ms;
-    }
-    max_dur_ms = eff;
-    begin();
-    return eff;
+    /* Exactly "move 0" to every park pulse: one motion model, all channels arrive together. */
+    uint16_t park[RIG_SERVOS];
+    for (uint8_t ch = 0; ch < RIG_SERVOS; ch++)
+        park[ch] = g_limits[ch].park;
+    return motion_move(park, 0);
 }
 
 void motion_hold(void)

@@ -15,7 +15,7 @@ void motion_init(void);
  * within limits. Returns the effective duration in ms. */
 uint32_t motion_move(const uint16_t target_us[RIG_SERVOS], uint32_t req_ms);
 
-/* Every servo to its park pulse, each at its own slew limit. Returns the effective ms. */
+/* Every servo to its park pulse: a coordinated move_ms = 0. Returns the effective ms. */
 uint32_t motion_park(void);
 
 /* Stop where we are: target := current position. No "!done" follows. */

@@ -83,7 +83,7 @@ static void handle_checked(void)
     uint32_t seq = 0;
     while (i < line_len && line[i] >= '0' && line[i] <= '9') {
         seq = seq * 10 + (uint32_t)(line[i] - '0');
-        if (seq > 65535) {
+        if (seq > 65535 || i > RIG_NUMBER_DIGITS) {
             send_plain("err 7 bad-frame");
             return;
         }

@@ -63,7 +63,9 @@ bool parse_u32(const char *s, uint32_t max, uint32_t *out)
     if (!*s)
         return false;
     uint32_t v = 0;
-    for (; *s; s++) {
+    for (uint8_t n = 0; *s; s++, n++) {
+        if (n == RIG_NUMBER_DIGITS)
+            return false;
         if (*s < '0' || *s > '9')
             return false;
         uint8_t d = (uint8_t)(*s - '0');

@@ -18,7 +18,8 @@ void text_u32(Text &t, uint32_t v);
 void text_hex4(Text &t, uint16_t v); /* exactly 4 upper-case hex digits */
 void text_hex(Text &t, uint8_t v);   /* minimal upper-case hex, "0" for zero */
 
-/* Whole token must be decimal digits, value <= max. */
+/* Whole token must be 1..RIG_NUMBER_DIGITS decimal digits (PROTOCOL.md), value <= max. */
+#define RIG_NUMBER_DIGITS 9
 bool parse_u32(const char *s, uint32_t max, uint32_t *out);
 
 #endif

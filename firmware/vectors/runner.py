@@ -3,6 +3,10 @@
 The same runner checks the real firmware (in simavr, through rigsim's pty) and the Python twin.
 It uses pyserial directly so it does not depend on the host driver it is meant to check.
 
+Besides the *.vec files it is the one place that checks the protocol's edges: it reads the
+"Argument ranges" table of ../PROTOCOL.md and generates, for every row, the boundary cases (see
+`edge_cases`), so a range decided in PROTOCOL.md is held against every implementation.
+
     from runner import run_vectors
     failures = run_vectors("/dev/pts/7", Path("firmware/vectors"))   # [] when all pass
 
@@ -24,6 +28,8 @@ import serial
 REPLY_TIMEOUT_S = 3.0
 EVENT_TIMEOUT_S = 5.0
 QUIET_S = 0.3  # how long "<none" listens for a reply that must not come
+PROTOCOL_MD = Path(__file__).resolve().parent.parent / "PROTOCOL.md"
+MAX_DIGITS = 9  # PROTOCOL.md "Words, numbers and the order of checks"
 
 
 def crc16(data: bytes) -> int:
@@ -31,7 +37,7 @@ def crc16(data: bytes) -> int:
     return binascii.crc_hqx(data, 0xFFFF)
 
 
-def frame(seq: int, command: str, *, corrupt: bool = False) -> bytes:
+def frame(seq: int | str, command: str, *, corrupt: bool = False) -> bytes:
     body = f"#{seq} {command}".encode("ascii")
     crc = crc16(body) ^ (0x0001 if corrupt else 0)
     return body + b"*%04X" % crc
@@ -158,24 +164,32 @@ def _show(b: bytes | None) -> str:
 
 def run_file(s: Session, path: Path) -> list[str]:
     """Run one vector file; stop at its first failure (later steps depend on earlier ones)."""
+    return run_lines(s, path.name, path.read_text().splitlines())
+
+
+def run_lines(s: Session, name: str, lines: list[str]) -> list[str]:
+    """Run vector directives (the *.vec format); stop at the first failure."""
     if not s.resync():
-        return [f"{path.name}: no answer to hello while resynchronising"]
+        return [f"{name}: no answer to hello while resynchronising"]
     last_seq_reply: dict[int, bytes] = {}
     last_seq: int | None = None
-    for n, raw in enumerate(path.read_text().splitlines(), 1):
-        where = f"{path.name}:{n}"
+    sent = ""  # the last request, named in failures
+    for n, raw in enumerate(lines, 1):
         line = raw.rstrip("\n")
         if not line.strip() or line.lstrip().startswith("//"):
             continue
         op, _, arg = line.partition(" ")
+        if op.startswith(">"):
+            sent = line
+        where = f"{name}:{n} (after {sent!r})" if sent else f"{name}:{n}"
         if op == ">":
             s.events.clear()
             s.send(decode_request(arg))
         elif op in (">#", ">#badcrc"):
-            seq_text, _, cmd = arg.partition(" ")
-            last_seq = int(seq_text)
+            seq_text, _, cmd = arg.partition(" ")  # sent as written: edges use "007", "-1", ...
+            last_seq = int(seq_text) if seq_text.isdigit() else None
             s.events.clear()
-            s.send(frame(last_seq, cmd, corrupt=op == ">#badcrc"))
+            s.send(frame(seq_text, cmd, corrupt=op == ">#badcrc"))
         elif op == "<":
             got = s.reply()
             if got is None or not re.fullmatch(arg.encode("latin-1"), got):
@@ -209,17 +223,98 @@ def run_file(s: Session, path: Path) -> list[str]:
             if ev is None:
                 seen = ", ".join(_show(b"!" + e) for e in s.events) or "none"
                 return [f"{where}: expected event !{arg} (events seen: {seen})"]
+        elif op == "!none":
+            pattern = re.compile(arg.encode("latin-1"))
+            seen = [e for e in s.events if pattern.fullmatch(e)]
+            if seen:
+                return [f"{where}: no event /{arg}/ may have arrived since the last request, got {_show(b'!' + seen[0])}"]
         elif op == "wait":
             time.sleep(float(arg) / 1000.0)
         else:
             return [f"{where}: vector error: unknown directive {op!r}"]
     if s.bad_events:
-        return [f"{path.name}: malformed or unexpected lines: {[_show(e) for e in s.bad_events]}"]
+        return [f"{name}: malformed or unexpected lines: {[_show(e) for e in s.bad_events]}"]
     return []
 
 
-def run_vectors(port_path: str, vectors_dir: Path | str | None = None, baudrate: int = 115200) -> list[str]:
-    """Run every *.vec file in vectors_dir (sorted) against the device at port_path.
+def range_table(protocol_md: Path = PROTOCOL_MD) -> list[dict[str, str]]:
+    """The rows of PROTOCOL.md's "Argument ranges" table: argument, example, range, outside, malformed."""
+    rows = []
+    in_table = False
+    for line in protocol_md.read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if line.startswith("| argument | example | range |"):
+            in_table = True
+        elif in_table and line.startswith("|") and not line.startswith("|---"):
+            rows.append(dict(zip(("argument", "example", "range", "outside", "malformed"), cells)))
+        elif in_table and not line.startswith("|"):
+            break
+    if not rows:
+        raise ValueError(f"{protocol_md}: no 'Argument ranges' table")
+    return rows
+
+
+def _bound(text: str, names: dict[str, int]) -> int:
+    """"12", "servos-1", "max" -> a number, with names from the controller."""
+    m = re.fullmatch(r"(\d+|[a-z]+)(?:-(\d+))?", text.strip())
+    if not m:
+        raise ValueError(f"PROTOCOL.md range bound {text!r}")
+    base = int(m.group(1)) if m.group(1).isdigit() else names[m.group(1)]
+    return base - int(m.group(2) or 0)
+
+
+def edge_cases(row: dict[str, str], names: dict[str, int]) -> list[str]:
+    """Vector lines for one argument: in-range edges pass, every other kind gets its error."""
+    lo_text, _, hi_text = row["range"].partition("..")
+    lo, hi = _bound(lo_text, names), _bound(hi_text, names)
+    accepted = [str(lo), str(hi), str(lo).zfill(MAX_DIGITS)]
+    outside = [str(v) for v in (lo - 1, hi + 1, 10**MAX_DIGITS - 1) if 0 <= v and not lo <= v <= hi]
+    malformed = [str(lo).zfill(MAX_DIGITS + 1), str(10**MAX_DIGITS), "-1", "+1", "1.0", "0x1", "1e3", "x"]
+    checked = row["example"].startswith("#")
+    out = [f"// {row['argument']}: {row['range']} ({lo}..{hi})"]
+
+    def request(value: str) -> str:
+        text = row["example"].replace("{}", value)
+        if checked:
+            seq, _, cmd = text[1:].partition(" ")
+            return f"># {seq} {cmd}"
+        return f"> {text}"
+
+    for v in accepted:
+        out += [request(v), f"<# {int(v)} ok( .*)?" if checked else "< ok( .*)?"]
+    for v in outside:
+        out += [request(v), "< " + re.escape(row["outside"])]
+    for v in malformed:
+        out += [request(v), "< " + re.escape(row["malformed"])]
+    return out
+
+
+# Put back what the edge cases change (vector files expect default limits and rest positions).
+_EDGE_RESTORE = ["> limit 3 1000 2000 1500 1000", "< ok", "> timeout 10000", "< ok", "> light 0:0 1:0", "< ok",
+                 "> move 0 0:1500 1:1500 2:1500 3:1500", "< ok \\d+", "! done"]
+
+
+def run_edges(s: Session, protocol_md: Path = PROTOCOL_MD) -> list[str]:
+    """Check every argument range of PROTOCOL.md at its edges; one failure message or none."""
+    name = f"{protocol_md.name} argument ranges"
+    if not s.resync():
+        return [f"{name}: no answer to hello while resynchronising"]
+    s.send(b"hello")
+    hello = (s.reply() or b"").decode("latin-1")
+    s.send(b"limit 0")
+    limit0 = (s.reply() or b"").decode("latin-1")
+    try:
+        names = {k: int(v) for k, v in re.findall(r"(servos|lights|min|max)=(\d+)", hello + " " + limit0)}
+        lines = [line for row in range_table(protocol_md) for line in edge_cases(row, names)]
+    except (KeyError, ValueError) as e:
+        return [f"{name}: cannot generate the edge cases ({e}); hello: {hello!r}, limit 0: {limit0!r}"]
+    return run_lines(s, name, lines + _EDGE_RESTORE)
+
+
+def run_vectors(port_path: str, vectors_dir: Path | str | None = None, baudrate: int = 115200,
+                edges: bool = True) -> list[str]:
+    """Run every *.vec file in vectors_dir (sorted), then PROTOCOL.md's argument edges (unless
+    edges=False), against the device at port_path.
 
     Returns one failure message per failing file; an empty list means full conformance.
     """
@@ -233,6 +328,9 @@ def run_vectors(port_path: str, vectors_dir: Path | str | None = None, baudrate:
         for path in files:
             s.bad_events.clear()
             failures += run_file(s, path)
+        if edges:
+            s.bad_events.clear()
+            failures += run_edges(s)
     return failures
 
 

@@ -22,7 +22,9 @@ from rig.devices.link import check_crc, crc16
 FW_VERSION = "1.0.0"
 PROTO = 1
 MAX_LINE = 80
-_CHECKED = re.compile(r"^#(\d{1,5}) (.*)\*([0-9A-F]{4})$")
+MAX_DIGITS = 9  # a number is 1..9 digits (PROTOCOL.md "Words, numbers and the order of checks")
+MAX_MS = 3_600_000  # move time and timeout (PROTOCOL.md "Argument ranges")
+_CHECKED = re.compile(r"^#(\d{1,9}) ([^*]+)\*([0-9A-F]{4})$")
 
 
 @dataclass
@@ -35,19 +37,11 @@ class Limits:
 
 @dataclass
 class Channel:
+    """One servo: where the current move started it and where it goes (the move's time is shared)."""
+
     limits: Limits = field(default_factory=Limits)
     start: float = 1500.0
     target: int = 1500
-    t0: float = 0.0
-    duration: float = 0.0
-
-    def position(self, now: float) -> float:
-        if self.duration <= 0 or now >= self.t0 + self.duration:
-            return float(self.target)
-        return self.start + (self.target - self.start) * (now - self.t0) / self.duration
-
-    def moving(self, now: float) -> bool:
-        return self.duration > 0 and now < self.t0 + self.duration
 
 
 class Controller:
@@ -64,7 +58,8 @@ class Controller:
         """Power-up or reset: servos at park at once, lights off, caches cleared."""
         now = self.clock()
         self.t_boot = now
-        self.channels = [Channel(Limits(**vars(l)), float(l.park), l.park, now, 0.0) for l in self.eeprom]
+        self.channels = [Channel(Limits(**vars(l)), float(l.park), l.park) for l in self.eeprom]
+        self.move_t0, self.move_s = now, 0.0  # one move at a time, like the firmware
         self.lights = [0] * self.n_lights
         self.timeout_ms = 10000
         self.last_rx = now
@@ -118,12 +113,14 @@ class Controller:
         out: list[str] = []
         if self.events:
             out, self.events = self.events, []
-        if self.done_pending and not any(c.moving(now) for c in self.channels):
+        if self.done_pending and not self._moving(now):
             self.done_pending = False
             out.append("!done")
         if self.timeout_ms and not self.flags & 0x02 and (now - self.last_rx) * 1000 >= self.timeout_ms:
             for c in self.channels:
-                c.start, c.target, c.duration = c.position(now), round(c.position(now)), 0.0
+                c.target = round(self._position(c, now))
+                c.start = float(c.target)
+            self.move_s = 0.0
             self.lights = [0] * self.n_lights
             self.flags |= 0x02
             self.done_pending = False
@@ -135,8 +132,22 @@ class Controller:
 
     # ------------------------------------------------------------ commands
 
+    # ------------------------------------------------------------ motion (firmware/rigctl/motion.cpp)
+
+    def _position(self, c: Channel, now: float) -> float:
+        if self.move_s <= 0 or now >= self.move_t0 + self.move_s:
+            return float(c.target)
+        return c.start + (c.target - c.start) * (now - self.move_t0) / self.move_s
+
+    def _moving(self, now: float) -> bool:
+        return self.done_pending and now < self.move_t0 + self.move_s
+
+    # ------------------------------------------------------------ commands
+
     def execute(self, line: str) -> str:
-        words = line.split(" ")
+        words = [w for w in line.split(" ") if w]  # one or more spaces separate words
+        if not words:
+            return "err 1 unknown-command"
         name, args = words[0], words[1:]
         handler = {"hello": self._hello, "status": self._status, "move": self._move, "light": self._light,
                    "park": self._park, "limit": self._limit, "timeout": self._timeout,
@@ -155,32 +166,35 @@ class Controller:
     def _status(self, args: list[str]) -> str:
         _no_args(args)
         now = self.clock()
-        pos = ",".join(str(round(c.position(now))) for c in self.channels)
+        pos = ",".join(str(round(self._position(c, now))) for c in self.channels)
         tgt = ",".join(str(c.target) for c in self.channels)
-        moving = int(any(c.moving(now) for c in self.channels))
+        moving = int(self._moving(now))
         ms = int((now - self.t_boot) * 1000) % 2**32
         return (f"ok ms={ms} moving={moving} pos={pos} target={tgt} light={','.join(map(str, self.lights))} "
                 f"timeout={self.timeout_ms} flags={self.flags:x}")
 
-    def _pairs(self, args: list[str], count: int, lo: int, hi: int) -> dict[int, int] | str:
+    def _pairs(self, args: list[str], count: int, lo: int = 0, hi: int = 10**MAX_DIGITS - 1) -> dict[int, int] | str:
         pairs: dict[int, int] = {}
         if not args:
             raise _BadArgument
         for a in args:
+            # one word, PROTOCOL.md order: both numbers (err 2), the channel (err 6), named twice (err 2)
             ch_s, colon, v_s = a.partition(":")
-            ch, v = _number(ch_s, 0, 255), _number(v_s, lo, hi)
-            if not colon or ch in pairs:
+            if not colon:
                 raise _BadArgument
+            ch, v = _number(ch_s), _number(v_s, lo, hi)
             if ch >= count:
                 return "err 6 bad-channel"
+            if ch in pairs:
+                raise _BadArgument
             pairs[ch] = v
         return pairs
 
     def _move(self, args: list[str]) -> str:
         if not args:
             raise _BadArgument
-        ms = _number(args[0], 0, 60000)
-        pairs = self._pairs(args[1:], self.n_servos, 0, 65535)
+        ms = _number(args[0], 0, MAX_MS)
+        pairs = self._pairs(args[1:], self.n_servos)
         if isinstance(pairs, str):
             return pairs
         for ch, us in pairs.items():
@@ -190,14 +204,14 @@ class Controller:
         return f"ok {self._start_move(pairs, ms)}"
 
     def _start_move(self, targets: dict[int, int], ms: int) -> int:
+        """Replace any unfinished move: every channel starts from where it is, all arrive together."""
         now = self.clock()
-        eff = ms
+        for c in self.channels:
+            c.start = self._position(c, now)
         for ch, us in targets.items():
-            c = self.channels[ch]
-            eff = max(eff, math.ceil(abs(us - c.position(now)) * 1000 / c.limits.slew))
-        for ch, us in targets.items():
-            c = self.channels[ch]
-            c.start, c.target, c.t0, c.duration = c.position(now), us, now, eff / 1000
+            self.channels[ch].target = us
+        eff = max([ms] + [math.ceil(abs(c.target - c.start) * 1000 / c.limits.slew) for c in self.channels])
+        self.move_t0, self.move_s = now, eff / 1000
         self.flags &= ~0x02
         self.done_pending = True
         return eff
@@ -217,11 +231,13 @@ class Controller:
         return f"ok {self._start_move({i: c.limits.park for i, c in enumerate(self.channels)}, 0)}"
 
     def _limit(self, args: list[str]) -> str:
+        if not args:
+            raise _BadArgument
+        ch = _number(args[0])
+        if ch >= self.n_servos:
+            return "err 6 bad-channel"  # the channel is checked before the number of words
         if len(args) not in (1, 5):
             raise _BadArgument
-        ch = _number(args[0], 0, 255)
-        if ch >= self.n_servos:
-            return "err 6 bad-channel"
         if len(args) == 1:
             l = self.channels[ch].limits
             return f"ok ch={ch} min={l.min} max={l.max} park={l.park} slew={l.slew}"
@@ -231,13 +247,19 @@ class Controller:
             raise _BadArgument
         new = Limits(lo, hi, park, slew)
         self.eeprom[ch] = new
-        self.channels[ch].limits = Limits(**vars(new))
+        c, now = self.channels[ch], self.clock()
+        pos = self._position(c, now)
+        c.limits = Limits(**vars(new))
+        if not (lo <= pos <= hi and lo <= c.target <= hi):
+            # never drive a pulse outside the limits: jump inside and stop; the move keeps its time
+            c.target = round(min(max(pos, lo), hi))
+            c.start = float(c.target)
         return "ok"
 
     def _timeout(self, args: list[str]) -> str:
         if len(args) != 1:
             raise _BadArgument
-        self.timeout_ms = _number(args[0], 0, 3600000)
+        self.timeout_ms = _number(args[0], 0, MAX_MS)
         return "ok"
 
     def _reset(self, args: list[str]) -> str:
@@ -250,7 +272,7 @@ class Controller:
     def physical(self) -> tuple[tuple[float, ...], tuple[int, ...]]:
         """Servo pulses right now and light levels: the rig's real geometry, not what was asked."""
         now = self.clock()
-        return tuple(c.position(now) for c in self.channels), tuple(self.lights)
+        return tuple(self._position(c, now) for c in self.channels), tuple(self.lights)
 
 
 class _BadArgument(Exception):
@@ -262,8 +284,9 @@ def _no_args(args: list[str]) -> None:
         raise _BadArgument
 
 
-def _number(text: str, lo: int, hi: int) -> int:
-    if not text.isdigit() or len(text) > 7:
+def _number(text: str, lo: int = 0, hi: int = 10**MAX_DIGITS - 1) -> int:
+    """A 1..9-digit decimal number in lo..hi (channels and pulses: any such number, checked later)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_DIGITS:
         raise _BadArgument
     v = int(text)
     if not lo <= v <= hi:

@@ -11,7 +11,7 @@ def test_vectors_pass_on_firmware(sim):
 def test_runner_notices_a_wrong_expectation(sim, tmp_path):
     # The runner itself must be able to fail, or the test above proves nothing.
     (tmp_path / "bad.vec").write_text("> hello\n< ok rigctl fw=0\\.0\\.0 .*\n")
-    failures = runner.run_vectors(sim.pty, tmp_path)
+    failures = runner.run_vectors(sim.pty, tmp_path, edges=False)
     assert len(failures) == 1 and "bad.vec:2" in failures[0]
 
 
