@@ -109,6 +109,12 @@ void motion_limits_changed(uint8_t ch)
         a.dur_ms = 0;
         drive(ch);
     }
+    if (active) {
+        /* A lower slew limit applies at once: re-plan the rest of the move from here. It keeps
+         * its end unless the new limit needs longer (channels that fitted before still fit). */
+        const uint16_t keep[RIG_SERVOS] = {0};
+        motion_move(keep, max_dur_ms > elapsed_ms ? max_dur_ms - elapsed_ms : 0);
+    }
 }
 
 bool motion_update(uint32_t now_us)

@@ -21,7 +21,8 @@ uint32_t motion_park(void);
 /* Stop where we are: target := current position. No "!done" follows. */
 void motion_hold(void);
 
-/* Re-clamp one channel after its limits changed, so no pulse outside them is driven. */
+/* After one channel's limits changed: clamp it so no pulse outside them is driven, and re-plan
+ * a move in progress so it obeys the new slew limit from now on. */
 void motion_limits_changed(uint8_t ch);
 
 /* Advance to now_us and push pulses to the hardware. True once when a move completes. */

@@ -254,6 +254,8 @@ class Controller:
             # never drive a pulse outside the limits: jump inside and stop; the move keeps its time
             c.target = round(min(max(pos, lo), hi))
             c.start = float(c.target)
+        if self._moving(now):  # a lower slew limit applies at once: re-plan the rest, same end if it fits
+            self._start_move({}, int((self.move_t0 + self.move_s - now) * 1000))
         return "ok"
 
     def _timeout(self, args: list[str]) -> str:

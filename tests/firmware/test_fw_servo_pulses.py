@@ -100,3 +100,18 @@ def test_out_of_limit_targets_are_never_driven(sim):
     assert 1200 - 2 <= snap["servo"][3]["min"] and snap["servo"][3]["max"] <= 1800 + 2
     assert abs(snap["servo"][3]["last"] - 1700) <= TOL_US
     assert status(s)["pos"].split(",")[3] == "1700"
+
+
+def test_lowering_the_slew_limit_mid_move_slows_the_servo_at_once(sim):
+    s = sim.connect()
+    assert command(s, "limit 1 1000 2000 1500 1000") == "ok"
+    assert command(s, "move 0 1:1900") == "ok 400"
+    t_limit = sim.sim_time_us()
+    assert command(s, "limit 1 1000 2000 1500 100") == "ok"  # 2 us per 20 ms frame from now on
+    sim.pins(fresh_after_us=t_limit + 600_000, timeout=60)
+    seq = [(t, w) for t, c, w in sim.pulses() if c == 1 and t > t_limit + 20_000]
+    assert len(seq) > 20
+    for (t0, w0), (t1, w1) in zip(seq, seq[1:]):
+        allowed = 100 * (t1 - t0) / 1e6 + 1.5
+        assert abs(w1 - w0) <= allowed, f"{w0:.1f} -> {w1:.1f} us in {(t1 - t0) / 1000:.1f} ms at 100 us/s"
+    assert command(s, "limit 1 1000 2000 1500 1000") == "ok"
