@@ -131,14 +131,15 @@ class Engine:
         w, h = display.width, display.height
         root = self.session.image_root or self.session.image_folder
         band = self.layout.band if self.layout else 0
+        cap = self.session.config.max_image_pixels
         ahead: dict[int, Future[Prepared]] = {}
         for item, upcoming in self._items():
             if self.stop.is_set() or self._shared.pause or self._shared.fatal:
                 break
             for nxt in upcoming:
                 if nxt.seq not in ahead:
-                    ahead[nxt.seq] = prefetch.submit(prepare, nxt.file, w, h, root, band)
-            fut = ahead.pop(item.seq, None) or prefetch.submit(prepare, item.file, w, h, root, band)
+                    ahead[nxt.seq] = prefetch.submit(prepare, nxt.file, w, h, root, band, cap)
+            fut = ahead.pop(item.seq, None) or prefetch.submit(prepare, item.file, w, h, root, band, cap)
             try:
                 prepared = fut.result()
             except ValueError as e:
