@@ -127,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     manifest = _manifest(session)
     conditions = planned_conditions(session)
     digest = manifest_digest(manifest)  # reads every row: a bad manifest stops here, before any device moves
-    warning = manifest.check_sample(digest[1], f"{session.path}: manifest.image_root")
+    warning = manifest.check_sample(f"{session.path}: manifest.image_root")
     if warning:
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     created = _make_output(args.session, session.output)

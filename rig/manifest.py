@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ CHEXPERT_LABELS = (
     "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia",
     "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
 )
+SAMPLE_SIZE = 100  # images checked for existence before a run
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL, newline, ...: never part of a real file name
 _CHEXPERT_PATH = re.compile(r"(?:^|/)(patient\d+)/(study\d+)/([^/]+)$")
@@ -40,6 +40,7 @@ class Manifest:
 
     def __init__(self, csv_path: Path | None, image_root: Path | None, folder: Path | None) -> None:
         self.csv_path, self.image_root, self.folder = csv_path, image_root, folder
+        self._sample: list[str] | None = None  # image files spread over the manifest, from the last full read
         if csv_path is not None:
             if not csv_path.is_file():
                 raise ConfigError(f"{csv_path}: manifest not found; fix 'manifest.csv' in the session file")
@@ -65,14 +66,21 @@ class Manifest:
     def rows(self) -> Iterator[ManifestRow]:
         """Yield every image once, in manifest order; bad rows raise a ConfigError naming the line."""
         seen: set[str] = set()
+        sample: list[str] = []  # every `stride`-th file, thinned as it grows: spread over the whole manifest
+        stride = 1
         source = self._csv_rows() if self.csv_path is not None else self._folder_rows()
         for where, row in source:
             if row.image_id in seen:
                 raise ConfigError(f"{where}: duplicate image ID '{row.image_id}'; each image may appear once")
+            if len(seen) % stride == 0:
+                sample.append(row.file)
+                if len(sample) == 2 * SAMPLE_SIZE:
+                    sample, stride = sample[::2], stride * 2
             seen.add(row.image_id)
             yield row
         if not seen:
             raise ConfigError(f"{self.describe}: the manifest lists no images; add some")
+        self._sample = sample[::max(1, len(sample) // SAMPLE_SIZE)][:SAMPLE_SIZE]
 
     def _csv_rows(self) -> Iterator[tuple[object, ManifestRow]]:
         assert self.csv_path is not None and self.image_root is not None
@@ -103,16 +111,20 @@ class Manifest:
                 study = f"{m.group(1)}/{m.group(2)}"
                 yield where, ManifestRow(f"{study}/{m.group(3)}", study, path, file, tuple(record[1:]))
 
-    def check_sample(self, rows: int, field: str, size: int = 100) -> str | None:
-        """Check that up to `size` images spread over the manifest exist, before anything moves.
+    def check_sample(self, field: str) -> str | None:
+        """Check that about 100 images spread over the manifest exist, before anything moves.
 
-        Most of them missing (a wrong or empty image root) raises a ConfigError naming `field`; a few
-        missing returns a warning line (those items will fail). Folder sources only list files that exist.
+        The sample is taken while `rows()` is read (run it to the end first: no extra pass over a
+        million rows). Most of it missing (a wrong or empty image root) raises a ConfigError naming
+        `field`; a few missing returns a warning line (those items will fail). Folder sources only
+        list files that exist.
         """
-        if self.csv_path is None or rows <= 0:
+        if self.csv_path is None:
             return None
-        step = max(1, rows // size)
-        sample = [row.file for row in itertools.islice(self.rows(), 0, None, step)][:size]
+        if self._sample is None:
+            for _ in self.rows():
+                pass
+        sample = self._sample or []
         missing = [f for f in sample if not os.path.isfile(f)]
         if not missing:
             return None

@@ -208,9 +208,9 @@ class RunStore:
         """
         root.mkdir(parents=True, exist_ok=True)
         tmp_db = root / (DB_NAME + ".new")
-        for p in (tmp_db, Path(str(tmp_db) + "-wal"), Path(str(tmp_db) + "-shm")):
-            p.unlink(missing_ok=True)
         try:
+            for p in (tmp_db, Path(str(tmp_db) + "-wal"), Path(str(tmp_db) + "-shm")):
+                p.unlink(missing_ok=True)
             conn = sqlite3.connect(tmp_db, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("BEGIN")
@@ -222,9 +222,13 @@ class RunStore:
             conn.execute("COMMIT")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
-        except BaseException:
+        except BaseException as e:
             for p in (tmp_db, Path(str(tmp_db) + "-wal"), Path(str(tmp_db) + "-shm")):
-                p.unlink(missing_ok=True)
+                if not p.is_dir():
+                    p.unlink(missing_ok=True)
+            if isinstance(e, (OSError, sqlite3.OperationalError)):  # read-only folder, disk full, ...
+                raise ConfigError(f"output {root}: cannot write the run store there ({getattr(e, 'strerror', None) or e}); "
+                                  "make the folder writable, free space or set another 'output:'") from None
             raise
         # The database appears under its real name only once the plan is complete, and never over another.
         Path(str(tmp_db) + "-wal").unlink(missing_ok=True)

@@ -391,3 +391,11 @@ def test_control_characters_in_a_manifest_path_are_refused(tmp_path: Path, phant
     data = _copy_data(phantoms, tmp_path)
     _rewrite_manifest(data, lambda rows: rows[3].__setitem__(0, rows[3][0].replace("view1", f"vi{char}ew1")))
     _refused(session_file(tmp_path, data, rig_file(tmp_path)), "train.csv:4:", "Path")
+
+
+def test_run_store_that_cannot_be_created_is_one_line(tmp_path: Path, phantoms: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.sqlite.new").mkdir()  # the store's temp name taken: creating it fails like a read-only folder
+    err = _one_line_error(run_rig("run", str(session_file(tmp_path, phantoms, rig_file(tmp_path))), "--fast"))
+    assert str(run) in err and "output" in err, err
