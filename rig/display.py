@@ -152,11 +152,11 @@ def prepare(path: Path | str, width: int, height: int, root: Path | None = None,
         raise ValueError(f"image path leaves the image root through a link: {path}")
     try:
         w, h = imagesize.get(path)
-    except Exception as e:  # a damaged header: imagesize may raise anything
+        empty = path.stat().st_size == 0
+    except Exception as e:  # a damaged header (imagesize may raise anything), a file gone meanwhile
         raise ValueError(f"image cannot be decoded: {path} (unreadable header: {e})") from None
     if w <= 0 or h <= 0:
-        kind = "an empty file" if path.stat().st_size == 0 else "no image header found"
-        raise ValueError(f"image cannot be decoded: {path} ({kind})")
+        raise ValueError(f"image cannot be decoded: {path} ({'an empty file' if empty else 'no image header found'})")
     if w * h > max_pixels:
         raise ValueError(f"image cannot be decoded: {path} is {w}x{h} ({w * h:,} pixels), over max_image_pixels "
                          f"{max_pixels:,} (a decompression bomb?); raise 'max_image_pixels' in the session if it is real")
