@@ -106,7 +106,11 @@ def _manifest(session: Session) -> Manifest:
 @contextmanager
 def _run_lock(root: Path) -> Iterator[None]:
     """One `rig run` per run folder; the kernel drops the lock if the process dies."""
-    fd = os.open(root / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(root / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ConfigError(f"output {root}: cannot write {root / 'run.lock'} ({e.strerror}); make the folder "
+                          "writable or set another 'output:'") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -123,6 +127,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     manifest = _manifest(session)
     conditions = planned_conditions(session)
     digest = manifest_digest(manifest)  # reads every row: a bad manifest stops here, before any device moves
+    warning = manifest.check_sample(f"{session.path}: manifest.image_root")
+    if warning:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     created = _make_output(args.session, session.output)
     try:
         with _run_lock(session.output):  # before any device is touched: a second run must not talk to them
@@ -168,18 +175,19 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
     if resuming:
         existing = RunStore(session.output)
         changes = existing.plan_differences(digest, manifest, conditions, repeats)
-        done = existing.counts().done
+        kept = existing.kept_by_replan(manifest, conditions, repeats) if changes and not args.replan else 0
         existing.close()
         if changes and not args.replan:
             raise PlanChangedError(
                 f"{args.session}: the plan changed since this run started ({'; '.join(changes)}); "
-                f"pass --replan to keep the {done} done captures that still match, or set a new 'output:'")
+                f"pass --replan to keep the {kept} done captures that still match, or set a new 'output:'")
     devices = open_devices(session.rig, session.rig_path, fast=args.fast)
     try:
         if not resuming:
             store = RunStore.create(session.output, session.path, manifest, conditions, repeats)
         else:
             store = RunStore(session.output)
+            store.rebase_images(session.image_root or session.image_folder)  # the image folder may have moved
         if resuming and args.replan:
             kept = store.replan(manifest, conditions, repeats)
             console.print(f"replanned: kept {kept} captures that still match the session file")

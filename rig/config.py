@@ -6,19 +6,44 @@ to photograph under which conditions. Paths inside a file are relative to that f
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError,
+                      model_validator)
 
 from rig.errors import ConfigError
 
 
 class Strict(BaseModel):
-    """Unknown fields are an error: a typo must not silently fall back to a default."""
+    """Unknown fields are an error: a typo must not silently fall back to a default. Types are strict:
+    YAML's `yes` is a boolean, never the number 1, and `"5"` is text, not a number."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class FieldError(ValueError):
+    """A check across fields that knows which field is wrong: `loc` is its path below the model."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _list_to_tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _str_to_path(value: object) -> object:
+    return Path(value) if isinstance(value, str) else value
+
+
+# YAML has no tuples or paths: a list and a string are the strict inputs for them.
+FilePath = Annotated[Path, BeforeValidator(_str_to_path)]
 
 
 # ---------------------------------------------------------------- rig file
@@ -74,7 +99,7 @@ class MotionConfig(Strict):
     idle_timeout_s: float = Field(30.0, gt=0)
 
 
-Vec3 = tuple[float, float, float]
+Vec3 = Annotated[tuple[float, float, float], BeforeValidator(_list_to_tuple)]
 
 
 class ServoJointModel(Strict):
@@ -115,8 +140,9 @@ class LensModel(Strict):
 
     focal_mm: float = Field(41.0, gt=0)
     sensor_width_mm: float = Field(23.5, gt=0)
-    principal_offset_px: tuple[float, float] = (3.0, -2.0)
-    dist_coeffs: tuple[float, float, float, float, float] = (-0.025, 0.012, 0.0, 0.0, 0.0)
+    principal_offset_px: Annotated[tuple[float, float], BeforeValidator(_list_to_tuple)] = (3.0, -2.0)
+    dist_coeffs: Annotated[tuple[float, float, float, float, float], BeforeValidator(_list_to_tuple)] = (
+        -0.025, 0.012, 0.0, 0.0, 0.0)
     f_number: float = Field(8.0, gt=0)
     focus_mm: float | None = Field(None, gt=0, description="focus distance; default the arm radius")
     softness_um: float = Field(4.0, ge=0, description="lens blur on the sensor (Gaussian sigma, micrometres)")
@@ -169,7 +195,7 @@ class SimConfig(Strict):
     exposure_s: float | None = Field(None, ge=0, description="default from the profile")
     download_s: float | None = Field(None, ge=0, description="default from the profile")
     time_scale: float = Field(1.0, ge=0, description="multiplies simulated camera latencies")
-    display_lag_frames: int | tuple[int, int] = Field(
+    display_lag_frames: int | Annotated[tuple[int, int], BeforeValidator(_list_to_tuple)] = Field(
         0, description="the screen shows a frame this many flips after show(); [lo, hi]: random per frame")
     seed: int = 0
     monitor: MonitorModel = MonitorModel()
@@ -191,7 +217,7 @@ class SimConfig(Strict):
         lag = self.display_lag_frames
         lo, hi = (lag, lag) if isinstance(lag, int) else lag
         if not 0 <= lo <= hi:
-            raise ValueError(f"display_lag_frames: needs 0 <= lo <= hi, got {lag}")
+            raise FieldError(("display_lag_frames",), f"needs 0 <= lo <= hi, got {lag}")
         return self
 
     def timing(self, name: str) -> float:
@@ -227,23 +253,26 @@ class RigConfig(Strict):
         for pose, targets in self.poses.items():
             for servo, pulse in targets.items():
                 if servo not in self.servos:
-                    raise ValueError(f"pose '{pose}': unknown servo '{servo}' (servos: {', '.join(self.servos)})")
+                    raise FieldError(("poses", pose, servo),
+                                     f"unknown servo '{servo}' (servos: {', '.join(self.servos)})")
                 s = self.servos[servo]
                 if isinstance(pulse, int) and not s.min <= pulse <= s.max:
-                    raise ValueError(f"pose '{pose}': {servo}={pulse} is outside {s.min}..{s.max}")
+                    raise FieldError(("poses", pose, servo), f"{servo}={pulse} is outside {s.min}..{s.max}")
         for preset, levels in self.lighting.items():
             for light, level in levels.items():
                 if light not in self.lights:
-                    raise ValueError(f"lighting '{preset}': unknown light '{light}' (lights: {', '.join(self.lights)})")
+                    raise FieldError(("lighting", preset, light),
+                                     f"unknown light '{light}' (lights: {', '.join(self.lights)})")
                 if not 0 <= level <= 255:
-                    raise ValueError(f"lighting '{preset}': {light}={level} is outside 0..255")
-        for where, servo in [("sim.arm.pan", self.sim.arm.pan.servo), ("sim.arm.tilt", self.sim.arm.tilt.servo),
-                             *((f"sim.lights.{n}", l.servo) for n, l in self.sim.lights.items())]:
+                    raise FieldError(("lighting", preset, light), f"{light}={level} is outside 0..255")
+        for where, servo in [(("sim", "arm", "pan", "servo"), self.sim.arm.pan.servo),
+                             (("sim", "arm", "tilt", "servo"), self.sim.arm.tilt.servo),
+                             *((("sim", "lights", n, "servo"), l.servo) for n, l in self.sim.lights.items())]:
             if servo is not None and servo not in self.servos:
-                raise ValueError(f"{where}: unknown servo '{servo}' (servos: {', '.join(self.servos)})")
+                raise FieldError(where, f"unknown servo '{servo}' (servos: {', '.join(self.servos)})")
         for name in self.sim.lights:
             if name not in self.lights:
-                raise ValueError(f"sim.lights: unknown light '{name}' (lights: {', '.join(self.lights)})")
+                raise FieldError(("sim", "lights", name), f"unknown light '{name}' (lights: {', '.join(self.lights)})")
         return self
 
     def pose_targets(self, pose: str) -> dict[int, int]:
@@ -273,7 +302,7 @@ def _unique_channels(kind: str, channels: dict[str, int]) -> None:
     seen: dict[int, str] = {}
     for name, ch in channels.items():
         if ch in seen:
-            raise ValueError(f"{kind} '{seen[ch]}' and '{name}' both use channel {ch}")
+            raise FieldError((kind, name, "channel"), f"{kind} '{seen[ch]}' and '{name}' both use channel {ch}")
         seen[ch] = name
 
 
@@ -281,9 +310,9 @@ def _unique_channels(kind: str, channels: dict[str, int]) -> None:
 
 
 class ManifestConfig(Strict):
-    csv: Path | None = None
-    image_root: Path | None = None
-    folder: Path | None = None
+    csv: FilePath | None = None
+    image_root: FilePath | None = None
+    folder: FilePath | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ManifestConfig:
@@ -315,13 +344,19 @@ class QAConfig(Strict):
     save_registered: bool = Field(False, description="save the x-ray area rectified to the source image's size")
 
 
+MAX_REPEATS = 1_000_000  # far beyond any real session; keeps every item number a SQLite integer
+
+
 class SessionConfig(Strict):
-    rig: Path
+    rig: FilePath
     manifest: ManifestConfig
     conditions: list[ConditionConfig] = Field(min_length=1)
-    repeats: int = Field(1, ge=1)
-    retries: int = Field(2, ge=0, description="retakes of a capture whose attempt failed")
-    output: Path | None = None
+    repeats: int = Field(1, ge=1, le=MAX_REPEATS)
+    retries: int = Field(2, ge=0, le=1000, description="retakes of a capture whose attempt failed")
+    output: FilePath | None = None
+    max_image_pixels: int = Field(100_000_000, ge=1, le=2 ** 30,
+                                  description="larger images (by their header) fail their item undecoded; "
+                                              "at most OpenCV's own limit of 2^30")
     fiducials: bool = Field(True, description="ArUco markers in the letterbox margins: frame id + screen corners")
     qa: QAConfig = QAConfig()
 
@@ -349,33 +384,120 @@ def load_yaml_model(path: Path, model: type[M]) -> tuple[M, yaml.Node]:
         raise ConfigError(f"{where}: invalid YAML ({problem}); fix the syntax there") from None
     if not isinstance(data, dict) or node is None:
         raise ConfigError(f"{path}:1: expected a mapping of fields at the top level")
+    _refuse_duplicate_keys(path, node)
     try:
         return model.model_validate(data), node
     except ValidationError as e:
-        err = e.errors()[0]
+        _refuse_other_kind(path, model, data)
+        errors = e.errors()
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])  # a typo also reads as missing
         loc = tuple(err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError):
+            loc += cause.loc
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(located(path, node, loc, _unknown_key(model, loc), shown=loc[:-1])) from None
         raise ConfigError(located(path, node, loc, _explain(err))) from None
+
+
+def _refuse_duplicate_keys(path: Path, root: yaml.Node) -> None:
+    """YAML lets the last of two equal keys win silently; here the second one is an error."""
+    stack, seen_nodes = [root], set()
+    duplicates: list[tuple[yaml.Node, yaml.Node]] = []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, yaml.Node] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if key.value in first:
+                        duplicates.append((key, first[key.value]))
+                    first.setdefault(key.value, key)
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    if duplicates:
+        key, earlier = min(duplicates, key=lambda d: d[0].start_mark.line)
+        raise ConfigError(f"{path}:{key.start_mark.line + 1}: key '{key.value}' is given twice (first on line "
+                          f"{earlier.start_mark.line + 1}); keep one of them")
+
+
+def _refuse_other_kind(path: Path, model: type[BaseModel], data: dict[Any, Any]) -> None:
+    """A rig file where a session file belongs (or the reverse) says so instead of listing missing fields."""
+    kinds = {RigConfig: "rig", SessionConfig: "session"}
+    for other, kind in kinds.items():
+        if model in kinds and other is not model and not data.keys() & model.model_fields.keys() \
+                and data.keys() & other.model_fields.keys():
+            wanted = kinds[model]  # type: ignore[index]
+            hint = ("give the session file, whose 'rig:' names this rig file" if kind == "rig"
+                    else "give the rig file that its 'rig:' names")
+            raise ConfigError(f"{path}: this is a {kind} file, not a {wanted} file; {hint}")
+
+
+def _unknown_key(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """`unknown key 'x'`, with the closest field name of that place when there is one."""
+    key = str(loc[-1])
+    close = difflib.get_close_matches(key, _fields_at(model, loc[:-1]), n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown key '{key}'{hint}; fix its spelling or remove it"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model found at `loc` below `model` (through dicts and lists)."""
+    tp: Any = model
+    for key in loc:
+        inner = _model_of(tp)
+        if inner is not None:
+            field = inner.model_fields.get(key) if isinstance(key, str) else None
+            if field is None:
+                return []
+            tp = field.annotation
+        elif typing.get_origin(tp) in (dict, list):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return []
+    found = _model_of(tp)
+    return list(found.model_fields) if found else []
+
+
+def _model_of(tp: Any) -> type[BaseModel] | None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType, Annotated):
+        return None
+    return next((a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)), None)
 
 
 def _explain(err: dict[str, Any]) -> str:
     kind = err["type"]
     if kind == "missing":
         return "missing field; add it"
-    if kind == "extra_forbidden":
-        return "unknown field; remove it or check its spelling"
     msg = str(err["msg"]).removeprefix("Value error, ")
+    if isinstance(err.get("input"), bool) and kind != "bool_type":
+        msg += " (YAML reads unquoted yes/no/on/off/true/false as a boolean)"
     return msg
 
 
-def located(path: Path, root: yaml.Node, loc: tuple[Any, ...], message: str) -> str:
-    """Format `file:line: field.path: message`, finding the line of the deepest node of `loc`."""
+def located(path: Path, root: yaml.Node, loc: tuple[Any, ...], message: str,
+            shown: tuple[Any, ...] | None = None) -> str:
+    """Format `file:line: field.path: message`, finding the line of the deepest node of `loc`.
+
+    `shown` is the field path to print when it differs from `loc` (an unknown key names its parent).
+    """
     node: yaml.Node = root
-    for key in loc:
+    for i, key in enumerate(loc):
+        if shown is not None and i == len(loc) - 1 and isinstance(node, yaml.MappingNode):
+            node = next((k for k, _ in node.value if k.value == str(key)), node)  # the key's line, not its value's
+            break
         child = _child(node, key)
         if child is None:
             break
         node = child
-    field = ".".join(str(k) if not isinstance(k, int) else f"[{k}]" for k in loc).replace(".[", "[")
+    shown = loc if shown is None else shown
+    field = ".".join(str(k) if not isinstance(k, int) else f"[{k}]" for k in shown).replace(".[", "[")
     prefix = f"{path}:{node.start_mark.line + 1}"
     return f"{prefix}: {field}: {message}" if field else f"{prefix}: {message}"
 

@@ -44,6 +44,7 @@ class RunResult:
     elapsed_s: float = 0.0
     stop_reason: str | None = None  # None: the plan is finished
     interrupted: bool = False
+    failures: dict[str, int] = field(default_factory=dict)  # items failed for good this run, by kind of reason
 
 
 @dataclass
@@ -100,6 +101,9 @@ class Engine:
             prefetch.shutdown(wait=False, cancel_futures=True)
             self._safe_state()
             self._result.elapsed_s = time.monotonic() - t0
+        if self._result.failures:
+            log.warning("items failed this run, by reason: %s",
+                        ", ".join(f"{kind} {n}" for kind, n in self._result.failures.items()))
         if self._shared.fatal is not None:
             raise self._shared.fatal
         if self._shared.pause and not self._result.stop_reason:
@@ -131,14 +135,15 @@ class Engine:
         w, h = display.width, display.height
         root = self.session.image_root or self.session.image_folder
         band = self.layout.band if self.layout else 0
+        cap = self.session.config.max_image_pixels
         ahead: dict[int, Future[Prepared]] = {}
         for item, upcoming in self._items():
             if self.stop.is_set() or self._shared.pause or self._shared.fatal:
                 break
             for nxt in upcoming:
                 if nxt.seq not in ahead:
-                    ahead[nxt.seq] = prefetch.submit(prepare, nxt.file, w, h, root, band)
-            fut = ahead.pop(item.seq, None) or prefetch.submit(prepare, item.file, w, h, root, band)
+                    ahead[nxt.seq] = prefetch.submit(prepare, nxt.file, w, h, root, band, cap)
+            fut = ahead.pop(item.seq, None) or prefetch.submit(prepare, item.file, w, h, root, band, cap)
             try:
                 prepared = fut.result()
             except ValueError as e:
@@ -307,7 +312,11 @@ class Engine:
         if final:
             self._result.failed_items += 1
             self.on_progress("failed")
-            log.warning("%s under %s failed: %s", job.item.image_id, job.item.condition.label, failure)
+            kind = failure.split(":", 1)[0]  # "image not found", "camera", "qa", ...
+            seen = self._result.failures[kind] = self._result.failures.get(kind, 0) + 1
+            if seen == 1:  # a wrong image root must not print a million lines: the rest are counted
+                log.warning("%s under %s failed: %s (more '%s' failures are counted, not listed)",
+                            job.item.image_id, job.item.condition.label, failure, kind)
         elif not self._shared.pause:
             with self._shared.lock:
                 self._shared.retry.append(job.item.seq)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -19,7 +20,9 @@ CHEXPERT_LABELS = (
     "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia",
     "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
 )
+SAMPLE_SIZE = 100  # images checked for existence before a run
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL, newline, ...: never part of a real file name
 _CHEXPERT_PATH = re.compile(r"(?:^|/)(patient\d+)/(study\d+)/([^/]+)$")
 
 
@@ -37,16 +40,14 @@ class Manifest:
 
     def __init__(self, csv_path: Path | None, image_root: Path | None, folder: Path | None) -> None:
         self.csv_path, self.image_root, self.folder = csv_path, image_root, folder
+        self._sample: list[str] | None = None  # image files spread over the manifest, from the last full read
         if csv_path is not None:
             if not csv_path.is_file():
                 raise ConfigError(f"{csv_path}: manifest not found; fix 'manifest.csv' in the session file")
             if image_root is None or not image_root.is_dir():
                 raise ConfigError(f"{image_root}: image root is not a folder; fix 'manifest.image_root'")
-            try:
-                with csv_path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte order mark
-                    header = next(csv.reader(f), None)
-            except UnicodeDecodeError as e:
-                raise ConfigError(_not_utf8(csv_path, e)) from None
+            with csv_path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte order mark
+                header = next((r for _, r in _records(csv.reader(f), csv_path)), None)
             if not header or header[0] != "Path":
                 raise ConfigError(f"{csv_path}:1: the first column must be 'Path' (CheXpert form)")
             if len(set(header)) != len(header):
@@ -65,14 +66,21 @@ class Manifest:
     def rows(self) -> Iterator[ManifestRow]:
         """Yield every image once, in manifest order; bad rows raise a ConfigError naming the line."""
         seen: set[str] = set()
+        sample: list[str] = []  # every `stride`-th file, thinned as it grows: spread over the whole manifest
+        stride = 1
         source = self._csv_rows() if self.csv_path is not None else self._folder_rows()
         for where, row in source:
             if row.image_id in seen:
                 raise ConfigError(f"{where}: duplicate image ID '{row.image_id}'; each image may appear once")
+            if len(seen) % stride == 0:
+                sample.append(row.file)
+                if len(sample) == 2 * SAMPLE_SIZE:
+                    sample, stride = sample[::2], stride * 2
             seen.add(row.image_id)
             yield row
         if not seen:
             raise ConfigError(f"{self.describe}: the manifest lists no images; add some")
+        self._sample = sample[::max(1, len(sample) // SAMPLE_SIZE)][:SAMPLE_SIZE]
 
     def _csv_rows(self) -> Iterator[tuple[object, ManifestRow]]:
         assert self.csv_path is not None and self.image_root is not None
@@ -80,20 +88,50 @@ class Manifest:
         width = len(self.label_columns) + 1
         with self.csv_path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
-            next(reader)
-            for record in _decoded(reader, self.csv_path):
+            records = _records(reader, self.csv_path)
+            next(records)
+            for line, record in records:
                 if not record:
                     continue
-                where = _Where(self.csv_path, reader.line_num)
+                where = _Where(self.csv_path, line)
                 if len(record) != width:
+                    if reader.line_num > line:  # a quoted field swallowed the lines after it
+                        raise ConfigError(f"{where}: a quote opened in this row is not closed before line "
+                                          f"{reader.line_num}; close the quote (or double it: \"\")")
                     raise ConfigError(f"{where}: expected {width} columns, found {len(record)}; fix that row")
                 path = record[0]
+                bad = _CONTROL.search(path)
+                if bad:
+                    raise ConfigError(f"{where}: Path contains the control character {bad.group()!r}; "
+                                      "remove it from that row")
                 m = _CHEXPERT_PATH.search(path)
                 if not m:
                     raise ConfigError(f"{where}: Path '{path}' is not .../patientNNNNN/studyN/<view file>")
                 file = safe_join(root, path, where)
                 study = f"{m.group(1)}/{m.group(2)}"
                 yield where, ManifestRow(f"{study}/{m.group(3)}", study, path, file, tuple(record[1:]))
+
+    def check_sample(self, field: str) -> str | None:
+        """Check that about 100 images spread over the manifest exist, before anything moves.
+
+        The sample is taken while `rows()` is read (run it to the end first: no extra pass over a
+        million rows). Most of it missing (a wrong or empty image root) raises a ConfigError naming
+        `field`; a few missing returns a warning line (those items will fail). Folder sources only
+        list files that exist.
+        """
+        if self.csv_path is None:
+            return None
+        if self._sample is None:
+            for _ in self.rows():
+                pass
+        sample = self._sample or []
+        missing = [f for f in sample if not os.path.isfile(f)]
+        if not missing:
+            return None
+        what = f"{len(missing)} of {len(sample)} images sampled from the manifest are missing (e.g. {missing[0]})"
+        if 2 * len(missing) >= len(sample):
+            raise ConfigError(f"{field}: {what}; fix 'manifest.image_root' (now {self.image_root})")
+        return f"{what}; their items will fail"
 
     def _folder_rows(self) -> Iterator[tuple[str, ManifestRow]]:
         assert self.folder is not None
@@ -109,12 +147,24 @@ def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
     return f"{path}: contains bytes that are not UTF-8 ({e.reason}); save the manifest as UTF-8 CSV"
 
 
-def _decoded(reader: Iterator[list[str]], path: Path) -> Iterator[list[str]]:
-    """CSV records, turning a decoding error anywhere in the file into a one-line ConfigError."""
-    try:
-        yield from reader
-    except UnicodeDecodeError as e:
-        raise ConfigError(_not_utf8(path, e)) from None
+def _records(reader: "csv._reader", path: Path) -> Iterator[tuple[int, list[str]]]:
+    """CSV records with the line each one starts on; a decoding or CSV error anywhere in the file
+    (a field over the csv module's 128 KiB limit: an unterminated quote, a runaway line) becomes a
+    one-line ConfigError naming the line where the failing record starts."""
+    start = 1
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as e:
+            raise ConfigError(_not_utf8(path, e)) from None
+        except csv.Error as e:
+            problem = ("a field longer than the 128 KiB limit starts in this row (an unterminated quote?)"
+                       if "field limit" in str(e) else f"not valid CSV ({e})")
+            raise ConfigError(f"{path}:{start}: {problem}; fix that row") from None
+        yield start, record
+        start = reader.line_num + 1
 
 
 class _Where:

@@ -109,6 +109,26 @@ def manifest_digest(manifest: Manifest) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+def _checked_schema(path: Path) -> str | None:
+    """The store's schema version, read through a read-only connection after SQLite's quick_check:
+    an empty, foreign or damaged file is refused without a byte of it (or a WAL file) written."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            damage = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise ConfigError(f"{path}: not a readable run store ({e}); restore it from a backup "
+                          "or set a new 'output:'") from None
+    if damage != "ok":
+        detail = " ".join(str(damage).replace("*** in database main ***", "").split())
+        raise ConfigError(f"{path}: the run store is damaged ({detail}); restore it from a backup "
+                          "or set a new 'output:'")
+    return None if row is None else str(row[0])
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -123,19 +143,42 @@ class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.photos = root / "photos"
+        schema = _checked_schema(root / DB_NAME)  # read-only first: a file that is refused stays untouched
+        if schema != SCHEMA_VERSION:
+            raise ConfigError(f"{root}: this run store has schema {schema}, this rig writes schema {SCHEMA_VERSION}; "
+                              "finish it with the rig version that started it, or set a new 'output:'")
         self.db = sqlite3.connect(root / DB_NAME, timeout=30, isolation_level=None, check_same_thread=False)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not lose a committed capture
-            schema = self.meta("schema")
         except sqlite3.DatabaseError as e:
             self.db.close()
             raise ConfigError(f"{root / DB_NAME}: not a readable run store ({e}); restore it from a backup "
                               "or set a new 'output:'") from None
-        if schema != SCHEMA_VERSION:
-            self.db.close()
-            raise ConfigError(f"{root}: this run store has schema {schema}, this rig writes schema {SCHEMA_VERSION}; "
-                              "finish it with the rig version that started it, or set a new 'output:'")
+
+    def rebase_images(self, root: Path) -> None:
+        """Point every image at the session's current image root: an image folder that moved (same
+        images, same manifest) is not a plan change, and its items must find their files there."""
+        prefix = f"{root.resolve()}/"
+        first = self.db.execute("SELECT file, source FROM images LIMIT 1").fetchone()
+        if first is not None and first[0] != prefix + first[1]:
+            with self.transaction():
+                self.db.execute("UPDATE images SET file = ? || source", (prefix,))
+
+    def kept_by_replan(self, manifest: Manifest, conditions: Sequence[PlannedCondition], repeats: int) -> int:
+        """How many done captures `replan` with this plan would keep (same image, unchanged condition, repeat)."""
+        old_keys = dict(self._condition_keys())
+        unchanged = [c.label for c in conditions if old_keys.get(c.label) == c.key()]
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS new_ids(image_id TEXT PRIMARY KEY)")
+        self.db.execute("DELETE FROM temp.new_ids")
+        self.db.executemany("INSERT OR IGNORE INTO temp.new_ids VALUES (?)", ((r.image_id,) for r in manifest.rows()))
+        kept = self.db.execute(
+            f"""SELECT COUNT(*) FROM items it JOIN images im ON im.image_no = it.image_no
+                JOIN conditions c ON c.condition_no = it.condition_no
+                WHERE it.state = 'done' AND it.rep < ? AND c.label IN ({",".join("?" * len(unchanged))})
+                AND im.image_id IN (SELECT image_id FROM temp.new_ids)""", (repeats, *unchanged)).fetchone()[0]
+        self.db.execute("DROP TABLE temp.new_ids")
+        return int(kept)
 
     @staticmethod
     def exists(root: Path) -> bool:
@@ -165,9 +208,9 @@ class RunStore:
         """
         root.mkdir(parents=True, exist_ok=True)
         tmp_db = root / (DB_NAME + ".new")
-        for p in (tmp_db, Path(str(tmp_db) + "-wal"), Path(str(tmp_db) + "-shm")):
-            p.unlink(missing_ok=True)
         try:
+            for p in (tmp_db, Path(str(tmp_db) + "-wal"), Path(str(tmp_db) + "-shm")):
+                p.unlink(missing_ok=True)
             conn = sqlite3.connect(tmp_db, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("BEGIN")
@@ -179,9 +222,13 @@ class RunStore:
             conn.execute("COMMIT")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
-        except BaseException:
+        except BaseException as e:
             for p in (tmp_db, Path(str(tmp_db) + "-wal"), Path(str(tmp_db) + "-shm")):
-                p.unlink(missing_ok=True)
+                if not p.is_dir():
+                    p.unlink(missing_ok=True)
+            if isinstance(e, (OSError, sqlite3.OperationalError)):  # read-only folder, disk full, ...
+                raise ConfigError(f"output {root}: cannot write the run store there ({getattr(e, 'strerror', None) or e}); "
+                                  "make the folder writable, free space or set another 'output:'") from None
             raise
         # The database appears under its real name only once the plan is complete, and never over another.
         Path(str(tmp_db) + "-wal").unlink(missing_ok=True)

@@ -16,13 +16,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import gphoto2 as gp  # a hard dependency (pyproject.toml): missing, these tests must fail, never skip
 import pytest
 
-gp = pytest.importorskip("gphoto2")
-
-from rig.devices.gphoto2cam import GPhoto2Camera, list_cameras  # noqa: E402
-from rig.errors import ConfigError  # noqa: E402
-from rig.sim.vcam import VirtualCameraDir  # noqa: E402
+from rig.devices.gphoto2cam import GPhoto2Camera, list_cameras
+from rig.errors import ConfigError
+from rig.sim.vcam import VirtualCameraDir
 
 ROOT = Path(__file__).resolve().parents[1]
 
