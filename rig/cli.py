@@ -118,11 +118,45 @@ def _run_lock(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the ssh connection dropped
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Until the engine installs its own handlers, a stop signal stops `rig run` at once (as Ctrl-C)."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        with _stop_on_signals():
+            return _cmd_run(args)
+    except (KeyboardInterrupt, sqlite3.OperationalError) as e:
+        # A long SQLite statement ends as "interrupted" when a stop signal arrived during it.
+        if isinstance(e, sqlite3.OperationalError) and "interrupted" not in str(e):
+            raise
+        console.print("[bold yellow]stopped[/] by the operator before capturing; no photo was taken", highlight=False)
+        return 130
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     session = load_session(args.session)
     manifest = _manifest(session)
     conditions = planned_conditions(session)
     digest = manifest_digest(manifest)  # reads every row: a bad manifest stops here, before any device moves
+    items = digest[1] * len(conditions) * session.config.repeats
+    if items > session.config.max_items:
+        raise ConfigError(f"{args.session}: the plan would have {items} items ({digest[1]} images x "
+                          f"{len(conditions)} conditions x {session.config.repeats} repeats), more than "
+                          f"max_items ({session.config.max_items}); lower 'repeats' or raise 'max_items'")
     created = _make_output(args.session, session.output)
     try:
         with _run_lock(session.output):  # before any device is touched: a second run must not talk to them
@@ -174,18 +208,27 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
             raise PlanChangedError(
                 f"{args.session}: the plan changed since this run started ({'; '.join(changes)}); "
                 f"pass --replan to keep the {done} done captures that still match, or set a new 'output:'")
-    devices = open_devices(session.rig, session.rig_path, fast=args.fast)
+    # The plan is built before any device opens: a long build stays stoppable (SDL takes over signals).
+    if not resuming:
+        store = RunStore.create(session.output, session.path, manifest, conditions, repeats)
+    else:
+        store = RunStore(session.output)
     try:
-        if not resuming:
-            store = RunStore.create(session.output, session.path, manifest, conditions, repeats)
-        else:
-            store = RunStore(session.output)
         if resuming and args.replan:
             kept = store.replan(manifest, conditions, repeats)
             console.print(f"replanned: kept {kept} captures that still match the session file")
         recovered = store.recover()
         if recovered:
             console.print(f"recovered {recovered} capture(s) interrupted before their commit; they will be retaken")
+        devices = open_devices(session.rig, session.rig_path, fast=args.fast)
+    except BaseException:
+        store.close()
+        if not resuming:  # the devices never opened: nothing was captured, leave nothing behind
+            for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm"):
+                (session.output / name).unlink(missing_ok=True)
+            (session.output / "photos").rmdir()
+        raise
+    try:
         return _run_engine(Engine, session, store, devices, resuming)
     finally:
         devices.close()
@@ -247,7 +290,7 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
 
 
 def _install_stop_handlers(engine: object) -> dict[int, object]:
-    """First Ctrl-C (or SIGTERM): finish the current capture and stop. Second: abandon it."""
+    """First Ctrl-C (or SIGTERM, SIGHUP): finish the current capture and stop. Second: abandon it."""
     def handler(signum: int, frame: object) -> None:
         if engine.stop.is_set():  # type: ignore[attr-defined]
             engine.abandon.set()  # type: ignore[attr-defined]
@@ -257,7 +300,7 @@ def _install_stop_handlers(engine: object) -> dict[int, object]:
             console.print("stopping after the current capture (Ctrl-C again to abandon it)")
         engine._result.interrupted = True  # type: ignore[attr-defined]
 
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
 
 
 # ---------------------------------------------------------------- status and export

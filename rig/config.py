@@ -321,6 +321,9 @@ class SessionConfig(Strict):
     conditions: list[ConditionConfig] = Field(min_length=1)
     repeats: int = Field(1, ge=1)
     retries: int = Field(2, ge=0, description="retakes of a capture whose attempt failed")
+    max_items: int = Field(10_000_000, ge=1, description="refuse a plan of more items (images x conditions x repeats)")
+    failure_streak: int = Field(5, ge=0, description="pause when this many consecutive items failed the same "
+                                                     "check (0: never pause)")
     output: Path | None = None
     fiducials: bool = Field(True, description="ArUco markers in the letterbox margins: frame id + screen corners")
     qa: QAConfig = QAConfig()

@@ -167,6 +167,7 @@ class Display:
         if self.headless:
             os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")  # SIGTERM must stay the operator's, not SDL's
         import pygame  # imported late so the SDL driver choice above takes effect
 
         self._pg = pygame

@@ -109,6 +109,12 @@ def manifest_digest(manifest: Manifest) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+def _let_signals_in() -> int:
+    """SQLite progress handler: running Python code during a long statement lets a signal handler run;
+    one that raises (a stop) aborts the statement as `sqlite3.OperationalError: interrupted`."""
+    return 0
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -125,6 +131,7 @@ class RunStore:
         self.photos = root / "photos"
         self.db = sqlite3.connect(root / DB_NAME, timeout=30, isolation_level=None, check_same_thread=False)
         try:
+            self.db.set_progress_handler(_let_signals_in, 100_000)  # a long --replan stays stoppable
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not lose a committed capture
             schema = self.meta("schema")
@@ -169,6 +176,7 @@ class RunStore:
             p.unlink(missing_ok=True)
         try:
             conn = sqlite3.connect(tmp_db, isolation_level=None)
+            conn.set_progress_handler(_let_signals_in, 100_000)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("BEGIN")
             for stmt in filter(str.strip, _SCHEMA.split(";")):
