@@ -13,7 +13,7 @@ import signal
 import sqlite3
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -397,15 +397,24 @@ def cmd_jog(args: argparse.Namespace) -> int:
     from rig.calibration import load
     from rig.config import load_rig
     from rig.jog import Jog, run
-    from rig.rigs import open_devices
+    from rig.rigs import open_controller
 
     rig = load_rig(args.rig)
-    devices = open_devices(rig, args.rig, fast=True)
-    try:
-        jog = Jog(rig, args.rig, devices.motion, load(args.rig))
-        curses.wrapper(run, jog)
-    finally:
-        devices.close()
+    with ExitStack() as stack:  # jogging needs the controller only, not the camera or the display
+        motion, _ = open_controller(rig, args.rig, stack)
+        try:
+            with _stop_on_signals():  # SIGTERM, SIGHUP (ssh dropped) end jog like Ctrl-C: parked below
+                curses.wrapper(run, Jog(rig, args.rig, motion, load(args.rig)))
+        finally:  # every exit, a crash included, leaves the rig parked and dark
+            previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+            try:
+                motion.park()
+                console.print("parked, lights off")
+            except RigError as e:
+                console.print(f"[bold red]could not park the rig:[/] {e}; check the controller's cable and power")
+            finally:
+                for sig, old in previous.items():
+                    signal.signal(sig, old)
     return 0
 
 
