@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--replan", action="store_true",
                    help="accept a changed session file: keep the captures that still match, plan the rest")
     p.add_argument("--fast", action="store_true", help="simulated rig only: no simulated latencies or frame waits")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="re-queue the items that failed for a fresh set of retakes (their attempts are kept)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="planned / done / failed / pending, rate and ETA")
@@ -220,6 +222,8 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
         recovered = store.recover()
         if recovered:
             console.print(f"recovered {recovered} capture(s) interrupted before their commit; they will be retaken")
+        if args.retry_failed:
+            console.print(f"re-queued {store.retry_failed()} failed item(s); their earlier attempts stay on record")
         devices = open_devices(session.rig, session.rig_path, fast=args.fast)
     except BaseException:
         store.close()
@@ -285,7 +289,8 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
                       highlight=False)
         return 130
     if after.failed:
-        console.print(f"{after.failed} item(s) failed; 'rig status {session.path}' lists why", highlight=False)
+        console.print(f"{after.failed} item(s) failed; 'rig status {session.path}' lists why; "
+                      f"retake them with: rig run {session.path} --retry-failed", highlight=False)
     return 0
 
 
@@ -335,6 +340,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         out.print(f"failed items (first {len(failed)}):", highlight=False)
         for image_id, label, rep, reason in failed:
             out.print(f"  {image_id} {label} r{rep}: {reason}", highlight=False, soft_wrap=True)
+        out.print(f"retake the failed items with: rig run {session.path} --retry-failed", highlight=False,
+                  soft_wrap=True)
     store.close()
     return 0
 

@@ -382,6 +382,11 @@ class RunStore:
 
     # ------------------------------------------------------------ writing captures
 
+    def retry_failed(self) -> int:
+        """Re-queue every failed item with a fresh set of retakes; its failed attempts stay on record."""
+        with self.transaction():
+            return self.db.execute("UPDATE items SET state = 'pending', attempts = 0 WHERE state = 'failed'").rowcount
+
     def record_failure(self, seq: int, reason: str, max_attempts: int | None,
                        capture: Capture | None = None) -> bool:
         """Keep a failed attempt with its reason; after `max_attempts` the item fails and the run goes on.
