@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from rig.command import rig_command
 from rig.config import Session, load_session
 from rig.errors import ConfigError, DeviceError, PlanChangedError, RigError
 from rig.manifest import Manifest
@@ -268,7 +269,7 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
     except (OSError, sqlite3.Error) as e:  # disk full, disk gone: the store is consistent, say so in one line
         raise DeviceError(f"the run stopped writing to {session.output}: {getattr(e, 'strerror', None) or e}; "
                        f"every photo committed so far is safe; fix the disk (free space?), then resume with: "
-                       f"rig run {session.path}") from None
+                       f"{rig_command()} run {session.path}") from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -279,7 +280,7 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
     console.print(f"{result.captured} captured this run in {result.elapsed_s:.1f} s ({rate:.2f} captures/s); "
                   f"total {after.done}/{after.planned} done, {after.failed} failed, {after.pending} pending",
                   highlight=False)
-    resume = f"resume with: rig run {session.path}"
+    resume = f"resume with: {rig_command()} run {session.path}"
     if result.stop_reason:
         console.print(f"[bold yellow]paused:[/] {result.stop_reason}; lights are off and the servos parked; {resume}",
                       highlight=False)
@@ -289,8 +290,8 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
                       highlight=False)
         return 130
     if after.failed:
-        console.print(f"{after.failed} item(s) failed; 'rig status {session.path}' lists why; "
-                      f"retake them with: rig run {session.path} --retry-failed", highlight=False)
+        console.print(f"{after.failed} item(s) failed; '{rig_command()} status {session.path}' lists why; "
+                      f"retake them with: {rig_command()} run {session.path} --retry-failed", highlight=False)
     return 0
 
 
@@ -314,7 +315,7 @@ def _install_stop_handlers(engine: object) -> dict[int, object]:
 def _existing_store(session_path: Path) -> tuple[Session, RunStore]:
     session = load_session(session_path)
     if not RunStore.exists(session.output):
-        raise ConfigError(f"{session_path}: no run at {session.output} yet; start it with: rig run {session_path}")
+        raise ConfigError(f"{session_path}: no run at {session.output} yet; start it with: {rig_command()} run {session_path}")
     return session, RunStore(session.output)
 
 
@@ -340,7 +341,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         out.print(f"failed items (first {len(failed)}):", highlight=False)
         for image_id, label, rep, reason in failed:
             out.print(f"  {image_id} {label} r{rep}: {reason}", highlight=False, soft_wrap=True)
-        out.print(f"retake the failed items with: rig run {session.path} --retry-failed", highlight=False,
+        out.print(f"retake the failed items with: {rig_command()} run {session.path} --retry-failed", highlight=False,
                   soft_wrap=True)
     store.close()
     return 0
@@ -374,7 +375,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                           f"camera_pan and camera_tilt; this rig has no {' or '.join(missing)}; rename its servos")
     cal = load_or_new(args.rig, rig)
     if args.action != "intrinsics" and cal.intrinsics is None:
-        raise RigError(f"{args.rig}: no camera intrinsics yet; run: rig calibrate intrinsics {args.rig}")
+        raise RigError(f"{args.rig}: no camera intrinsics yet; run: {rig_command()} calibrate intrinsics {args.rig}")
     devices = open_devices(rig, args.rig)
     try:
         shooter = run.Shooter(devices, rig)
@@ -438,7 +439,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         mark = "[green]ok  [/]" if c.ok else ("[red]FAIL[/]" if c.needed else "--  ")
         out.print(f"{mark} {c.name}: {c.detail}" + ("" if c.ok or c.needed or rig is None else " (not needed by this rig)"))
     if rig is None:
-        out.print("nothing judged without a rig file; check one with: rig doctor RIG")
+        out.print(f"nothing judged without a rig file; check one with: {rig_command()} doctor RIG")
     return 0 if all(c.ok or not c.needed for c in checks) else 1
 
 
