@@ -146,7 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         # A long SQLite statement ends as "interrupted" when a stop signal arrived during it.
         if isinstance(e, sqlite3.OperationalError) and "interrupted" not in str(e):
             raise
-        console.print("[bold yellow]stopped[/] by the operator before capturing; no photo was taken", highlight=False)
+        console.print(f"[bold yellow]stopped[/] by the operator; every capture committed so far is kept; "
+                      f"run it again with: {rig_command()} run {args.session}", highlight=False)
         return 130
 
 
@@ -298,13 +299,17 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
 def _install_stop_handlers(engine: object) -> dict[int, object]:
     """First Ctrl-C (or SIGTERM, SIGHUP): finish the current capture and stop. Second: abandon it."""
     def handler(signum: int, frame: object) -> None:
+        engine._result.interrupted = True  # type: ignore[attr-defined]
         if engine.stop.is_set():  # type: ignore[attr-defined]
             engine.abandon.set()  # type: ignore[attr-defined]
-            console.print("abandoning the current capture")
+            say = "abandoning the current capture"
         else:
             engine.stop.set()  # type: ignore[attr-defined]
-            console.print("stopping after the current capture (Ctrl-C again to abandon it)")
-        engine._result.interrupted = True  # type: ignore[attr-defined]
+            say = "stopping after the current capture (Ctrl-C again to abandon it)"
+        try:
+            console.print(say)
+        except OSError:  # SIGHUP: the terminal is gone; stopping matters, telling cannot
+            pass
 
     return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -81,3 +82,19 @@ def test_sigterm_while_a_long_plan_is_built_stops_promptly(tmp_path: Path, phant
     assert took < 10, f"SIGTERM took {took:.1f} s to stop the plan build"
     assert "Traceback" not in err and "stopped" in err
     assert not run.exists(), "a run that never started leaves nothing behind"
+
+
+def test_sigterm_still_stops_a_process_once_the_display_is_open() -> None:
+    """SDL installs its own SIGTERM handler when a display opens unless told not to: it would swallow
+    the operator's SIGTERM in every stage after the display opened (calibration, a run's start-up)."""
+    code = ("from rig.config import DisplayConfig; from rig.display import Display; import time\n"
+            "d = Display(DisplayConfig(width=64, height=64)); print('open', flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, text=True, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "open"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGTERM
