@@ -6,6 +6,7 @@ Operator mistakes end as one line on stderr and exit status 2 (3 for devices); n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import logging
 import os
@@ -232,7 +233,8 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
         if not resuming:  # the devices never opened: nothing was captured, leave nothing behind
             for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm"):
                 (session.output / name).unlink(missing_ok=True)
-            (session.output / "photos").rmdir()
+            with contextlib.suppress(OSError):
+                (session.output / "photos").rmdir()
         raise
     try:
         return _run_engine(Engine, session, store, devices, resuming)
