@@ -11,8 +11,9 @@ import yaml
 from conftest import REPO, run_rig
 
 
-@pytest.mark.parametrize("rig", ["sim-rig.yaml", "sim-gphoto2-rig.yaml"])
-def test_a_shipped_simulated_rig_passes_on_a_machine_without_camera_or_firmware(rig: str) -> None:
+@pytest.mark.parametrize("rig", ["sim-rig.yaml", "sim-gphoto2-rig.yaml", "simavr-rig.yaml"])
+def test_a_shipped_simulated_rig_passes_on_a_machine_without_a_camera(rig: str) -> None:
+    """No USB camera here; the simavr rig needs the firmware ELF, which `make test` builds first."""
     result = run_rig("doctor", str(REPO / "calibration" / rig))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAIL" not in result.stdout
