@@ -311,7 +311,8 @@ class Engine:
             self._result.failed_items += 1
             self.on_progress("failed")
             log.warning("%s under %s failed: %s", job.item.image_id, job.item.condition.label, failure)
-            self._count_streak(job.item, failure)
+            if job.capture.frame_id is not None:  # shown and photographed: not an image of its own that failed
+                self._count_streak(job.item, failure)
         elif not self._shared.pause:
             with self._shared.lock:
                 self._shared.retry.append(job.item.seq)

@@ -64,3 +64,15 @@ def test_a_streak_of_items_failing_the_same_check_pauses_the_run(tmp_path: Path,
     states = _states(run)
     assert states.get("failed") == 3 and states.get("done", 0) == 0, states  # not all 8 of front-flood
     assert _attempts(run, "rejected") <= 3 * 3 + 2  # three items' retakes, plus at most what was in flight
+
+
+def test_unreadable_images_in_a_row_do_not_pause_the_run(tmp_path: Path, phantoms: Path) -> None:
+    """Each unreadable image is its own item's problem (one attempt each, no retakes burnt)."""
+    data = tmp_path / "data"
+    shutil.copytree(phantoms, data)
+    for image in sorted(data.rglob("*.jpg"))[:6]:
+        image.write_bytes(b"not a jpeg")
+    session = session_file(tmp_path, data, rig_file(tmp_path), failure_streak=3)
+    result = run_rig("run", str(session))
+    assert result.returncode == 0, result.stderr
+    assert _states(tmp_path / "run") == {"done": 6, "failed": 18}
