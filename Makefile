@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+	@echo "rig is installed as $(CURDIR)/$(BIN)/rig; to type just 'rig': export PATH=\"$(CURDIR)/$(BIN):\$$PATH\""
 
 demo/data/train.csv: $(STAMP) rig/demo_data.py
 	$(BIN)/python -m rig.demo_data demo/data

@@ -17,6 +17,7 @@ from rig.calibrate import (AngleFit, Board, Detection, Intrinsics, arm_angles, c
                            fit_angles, glare_centre, inside_by, lamp_angle_from_glare, margin_px,
                            project_screen_corners, screen_homography, solve_pose)
 from rig.calibration import AngleRecord, CalibrationFile, IntrinsicsRecord, PoseRecord, RangeRecord, now
+from rig.command import rig_command
 from rig.config import RigConfig
 from rig.errors import RigError
 from rig.rigs import Devices
@@ -286,7 +287,7 @@ def run_range(shooter: Shooter, rig: RigConfig, cal: CalibrationFile, margin: fl
     for servo in ("camera_pan", "camera_tilt"):
         rec = cal.angles.get(servo)
         if rec is None:
-            raise RigError(f"{servo} has no angle calibration yet; run: rig calibrate angles first")
+            raise RigError(f"{servo} has no angle calibration yet; run: {rig_command()} calibrate angles first")
         lo, hi = measure_range(shooter, rig, board, intr, servo, margin)
         a_lo, a_hi = (float(np.polyval(rec.coeffs, us)) for us in (lo, hi))
         cal.ranges[servo] = RangeRecord(created=now(), min_deg=min(a_lo, a_hi), max_deg=max(a_lo, a_hi),

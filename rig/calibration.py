@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rig.command import rig_command
 from rig.config import RigConfig
 from rig.errors import ConfigError
 
@@ -99,9 +100,9 @@ def load(rig_path: Path) -> CalibrationFile | None:
         cal = CalibrationFile.model_validate(data)
     except (yaml.YAMLError, ValidationError) as e:
         raise ConfigError(f"{path}: not a readable calibration file ({str(e).splitlines()[0]}); "
-                          "re-run rig calibrate, or delete the file") from None
+                          f"re-run {rig_command()} calibrate, or delete the file") from None
     if cal.version != VERSION:
-        raise ConfigError(f"{path}: calibration format {cal.version}, this rig reads {VERSION}; re-run rig calibrate")
+        raise ConfigError(f"{path}: calibration format {cal.version}, this rig reads {VERSION}; re-run {rig_command()} calibrate")
     return cal
 
 

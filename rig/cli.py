@@ -6,6 +6,7 @@ Operator mistakes end as one line on stderr and exit status 2 (3 for devices); n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import logging
 import os
@@ -13,7 +14,7 @@ import signal
 import sqlite3
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -21,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from rig.command import rig_command
 from rig.config import Session, load_session
 from rig.errors import ConfigError, DeviceError, PlanChangedError, RigError
 from rig.manifest import Manifest
@@ -41,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--replan", action="store_true",
                    help="accept a changed session file: keep the captures that still match, plan the rest")
     p.add_argument("--fast", action="store_true", help="simulated rig only: no simulated latencies or frame waits")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="re-queue the items that failed for a fresh set of retakes (their attempts are kept)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="planned / done / failed / pending, rate and ETA")
@@ -122,11 +126,46 @@ def _run_lock(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the ssh connection dropped
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Until the engine installs its own handlers, a stop signal stops `rig run` at once (as Ctrl-C)."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        with _stop_on_signals():
+            return _cmd_run(args)
+    except (KeyboardInterrupt, sqlite3.OperationalError) as e:
+        # A long SQLite statement ends as "interrupted" when a stop signal arrived during it.
+        if isinstance(e, sqlite3.OperationalError) and "interrupted" not in str(e):
+            raise
+        console.print(f"[bold yellow]stopped[/] by the operator; every capture committed so far is kept; "
+                      f"run it again with: {rig_command()} run {args.session}", highlight=False)
+        return 130
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     session = load_session(args.session)
     manifest = _manifest(session)
     conditions = planned_conditions(session)
     digest = manifest_digest(manifest)  # reads every row: a bad manifest stops here, before any device moves
+    items = digest[1] * len(conditions) * session.config.repeats
+    if items > session.config.max_items:
+        raise ConfigError(f"{args.session}: the plan would have {items} items ({digest[1]} images x "
+                          f"{len(conditions)} conditions x {session.config.repeats} repeats), more than "
+                          f"max_items ({session.config.max_items}); lower 'repeats' or raise 'max_items'")
     warning = manifest.check_sample(f"{session.path}: manifest.image_root")
     if warning:
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
@@ -181,12 +220,13 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
             raise PlanChangedError(
                 f"{args.session}: the plan changed since this run started ({'; '.join(changes)}); "
                 f"pass --replan to keep the {kept} done captures that still match, or set a new 'output:'")
-    devices = open_devices(session.rig, session.rig_path, fast=args.fast)
+    # The plan is built before any device opens: a long build stays stoppable (SDL takes over signals).
+    if not resuming:
+        store = RunStore.create(session.output, session.path, manifest, conditions, repeats)
+    else:
+        store = RunStore(session.output)
     try:
-        if not resuming:
-            store = RunStore.create(session.output, session.path, manifest, conditions, repeats)
-        else:
-            store = RunStore(session.output)
+        if resuming:
             store.rebase_images(session.image_root or session.image_folder)  # the image folder may have moved
         if resuming and args.replan:
             kept = store.replan(manifest, conditions, repeats)
@@ -194,6 +234,18 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
         recovered = store.recover()
         if recovered:
             console.print(f"recovered {recovered} capture(s) interrupted before their commit; they will be retaken")
+        if args.retry_failed:
+            console.print(f"re-queued {store.retry_failed()} failed item(s); their earlier attempts stay on record")
+        devices = open_devices(session.rig, session.rig_path, fast=args.fast)
+    except BaseException:
+        store.close()
+        if not resuming:  # the devices never opened: nothing was captured, leave nothing behind
+            for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm"):
+                (session.output / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (session.output / "photos").rmdir()
+        raise
+    try:
         return _run_engine(Engine, session, store, devices, resuming)
     finally:
         devices.close()
@@ -229,7 +281,7 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
     except (OSError, sqlite3.Error) as e:  # disk full, disk gone: the store is consistent, say so in one line
         raise DeviceError(f"the run stopped writing to {session.output}: {getattr(e, 'strerror', None) or e}; "
                        f"every photo committed so far is safe; fix the disk (free space?), then resume with: "
-                       f"rig run {session.path}") from None
+                       f"{rig_command()} run {session.path}") from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -240,7 +292,7 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
     console.print(f"{result.captured} captured this run in {result.elapsed_s:.1f} s ({rate:.2f} captures/s); "
                   f"total {after.done}/{after.planned} done, {after.failed} failed, {after.pending} pending",
                   highlight=False)
-    resume = f"resume with: rig run {session.path}"
+    resume = f"resume with: {rig_command()} run {session.path}"
     if result.stop_reason:
         console.print(f"[bold yellow]paused:[/] {result.stop_reason}; lights are off and the servos parked; {resume}",
                       highlight=False)
@@ -250,22 +302,27 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
                       highlight=False)
         return 130
     if after.failed:
-        console.print(f"{after.failed} item(s) failed; 'rig status {session.path}' lists why", highlight=False)
+        console.print(f"{after.failed} item(s) failed; '{rig_command()} status {session.path}' lists why; "
+                      f"retake them with: {rig_command()} run {session.path} --retry-failed", highlight=False)
     return 0
 
 
 def _install_stop_handlers(engine: object) -> dict[int, object]:
-    """First Ctrl-C (or SIGTERM): finish the current capture and stop. Second: abandon it."""
+    """First Ctrl-C (or SIGTERM, SIGHUP): finish the current capture and stop. Second: abandon it."""
     def handler(signum: int, frame: object) -> None:
+        engine._result.interrupted = True  # type: ignore[attr-defined]
         if engine.stop.is_set():  # type: ignore[attr-defined]
             engine.abandon.set()  # type: ignore[attr-defined]
-            console.print("abandoning the current capture")
+            say = "abandoning the current capture"
         else:
             engine.stop.set()  # type: ignore[attr-defined]
-            console.print("stopping after the current capture (Ctrl-C again to abandon it)")
-        engine._result.interrupted = True  # type: ignore[attr-defined]
+            say = "stopping after the current capture (Ctrl-C again to abandon it)"
+        try:
+            console.print(say)
+        except OSError:  # SIGHUP: the terminal is gone; stopping matters, telling cannot
+            pass
 
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
 
 
 # ---------------------------------------------------------------- status and export
@@ -274,7 +331,7 @@ def _install_stop_handlers(engine: object) -> dict[int, object]:
 def _existing_store(session_path: Path) -> tuple[Session, RunStore]:
     session = load_session(session_path)
     if not RunStore.exists(session.output):
-        raise ConfigError(f"{session_path}: no run at {session.output} yet; start it with: rig run {session_path}")
+        raise ConfigError(f"{session_path}: no run at {session.output} yet; start it with: {rig_command()} run {session_path}")
     return session, RunStore(session.output)
 
 
@@ -300,6 +357,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         out.print(f"failed items (first {len(failed)}):", highlight=False)
         for image_id, label, rep, reason in failed:
             out.print(f"  {image_id} {label} r{rep}: {reason}", highlight=False, soft_wrap=True)
+        out.print(f"retake the failed items with: {rig_command()} run {session.path} --retry-failed", highlight=False,
+                  soft_wrap=True)
     store.close()
     return 0
 
@@ -332,7 +391,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                           f"camera_pan and camera_tilt; this rig has no {' or '.join(missing)}; rename its servos")
     cal = load_or_new(args.rig, rig)
     if args.action != "intrinsics" and cal.intrinsics is None:
-        raise RigError(f"{args.rig}: no camera intrinsics yet; run: rig calibrate intrinsics {args.rig}")
+        raise RigError(f"{args.rig}: no camera intrinsics yet; run: {rig_command()} calibrate intrinsics {args.rig}")
     devices = open_devices(rig, args.rig)
     try:
         shooter = run.Shooter(devices, rig)
@@ -362,15 +421,24 @@ def cmd_jog(args: argparse.Namespace) -> int:
     from rig.calibration import load
     from rig.config import load_rig
     from rig.jog import Jog, run
-    from rig.rigs import open_devices
+    from rig.rigs import open_controller
 
     rig = load_rig(args.rig)
-    devices = open_devices(rig, args.rig, fast=True)
-    try:
-        jog = Jog(rig, args.rig, devices.motion, load(args.rig))
-        curses.wrapper(run, jog)
-    finally:
-        devices.close()
+    with ExitStack() as stack:  # jogging needs the controller only, not the camera or the display
+        motion, _ = open_controller(rig, args.rig, stack)
+        try:
+            with _stop_on_signals():  # SIGTERM, SIGHUP (ssh dropped) end jog like Ctrl-C: parked below
+                curses.wrapper(run, Jog(rig, args.rig, motion, load(args.rig)))
+        finally:  # every exit, a crash included, leaves the rig parked and dark
+            previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+            try:
+                motion.park()
+                console.print("parked, lights off")
+            except RigError as e:
+                console.print(f"[bold red]could not park the rig:[/] {e}; check the controller's cable and power")
+            finally:
+                for sig, old in previous.items():
+                    signal.signal(sig, old)
     return 0
 
 
@@ -378,13 +446,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from rig.config import load_rig
     from rig.doctor import machine_checks, rig_checks
 
-    checks = machine_checks()
-    if args.rig is not None:
-        checks += rig_checks(load_rig(args.rig), args.rig)
+    rig = load_rig(args.rig) if args.rig is not None else None
+    checks = machine_checks(rig)
+    if rig is not None:
+        checks += rig_checks(rig, args.rig)
     out = Console(soft_wrap=True, highlight=False)
     for c in checks:
-        out.print(f"{'[green]ok  [/]' if c.ok else '[red]FAIL[/]'} {c.name}: {c.detail}")
-    return 0 if all(c.ok for c in checks) else 1
+        mark = "[green]ok  [/]" if c.ok else ("[red]FAIL[/]" if c.needed else "--  ")
+        out.print(f"{mark} {c.name}: {c.detail}" + ("" if c.ok or c.needed or rig is None else " (not needed by this rig)"))
+    if rig is None:
+        out.print(f"nothing judged without a rig file; check one with: {rig_command()} doctor RIG")
+    return 0 if all(c.ok or not c.needed for c in checks) else 1
 
 
 def cmd_firmware(args: argparse.Namespace) -> int:

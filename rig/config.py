@@ -357,6 +357,9 @@ class SessionConfig(Strict):
     max_image_pixels: int = Field(100_000_000, ge=1, le=2 ** 30,
                                   description="larger images (by their header) fail their item undecoded; "
                                               "at most OpenCV's own limit of 2^30")
+    max_items: int = Field(10_000_000, ge=1, description="refuse a plan of more items (images x conditions x repeats)")
+    failure_streak: int = Field(5, ge=0, description="pause when this many consecutive items failed the same "
+                                                     "check (0: never pause)")
     fiducials: bool = Field(True, description="ArUco markers in the letterbox margins: frame id + screen corners")
     qa: QAConfig = QAConfig()
 

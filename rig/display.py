@@ -188,6 +188,7 @@ class Display:
         if self.headless:
             os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")  # SIGTERM must stay the operator's, not SDL's
         import pygame  # imported late so the SDL driver choice above takes effect
 
         self._pg = pygame
@@ -204,7 +205,6 @@ class Display:
             raise DeviceError(f"display {config.monitor}: cannot open {config.width}x{config.height} ({e}); "
                               "check 'display' in the rig file") from None
         self.width, self.height = self.surface.get_size()
-        self.clock = pygame.time.Clock()
         self.shown_at = 0.0
 
     def show(self, frame: np.ndarray) -> None:
@@ -216,9 +216,10 @@ class Display:
         self._pipeline.append([surf.copy(), lag])
         self._flip()
         self.shown_at = time.monotonic()
-        for _ in range(self.config.settle_frames):
+        # Settle frames count from this flip (a Clock.tick would count from the previous show()'s last tick).
+        for n in range(1, self.config.settle_frames + 1):
             if self.wait_frames:
-                self.clock.tick(self.config.refresh_hz)
+                time.sleep(max(0.0, self.shown_at + n / self.config.refresh_hz - time.monotonic()))
             self._flip()
 
     def _flip(self) -> None:

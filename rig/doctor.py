@@ -1,13 +1,15 @@
 """`rig doctor`: what this machine can reach, before an operator starts a night-long session.
 
 Each check answers in one line with what was found or what to do; a failed check does not stop the
-others, and the exit status says whether any failed.
+others. Only what the given rig uses is judged (a simulated rig needs no camera on USB and no firmware
+image); the rest is reported for information. Exit status: 0 the rig can run, 1 something it needs is
+missing, 2 the rig file is wrong.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rig.config import RigConfig
@@ -21,17 +23,20 @@ class Check:
     name: str
     ok: bool
     detail: str
+    needed: bool = True  # False: reported for information, the rig does not use it
 
 
-def machine_checks() -> list[Check]:
-    """Cameras, serial ports and firmware tools found on this machine."""
-    checks = [_cameras(), _serial_ports()]
-    elf = FIRMWARE / "build" / "rigctl.hex"
-    checks.append(Check("firmware image", elf.exists(),
-                        str(elf) if elf.exists() else "not built; run: make firmware"))
+def machine_checks(rig: RigConfig | None = None) -> list[Check]:
+    """Cameras, serial ports and firmware tools found on this machine; needed only as far as `rig` uses them."""
+    camera = _cameras()
+    checks = [replace(camera, needed=rig is not None and rig.camera.backend == "gphoto2"), _serial_ports()]
+    simavr = rig is not None and rig.controller.port == "simavr"
+    image = FIRMWARE / "build" / ("rigctl.elf" if simavr else "rigctl.hex")
+    checks.append(Check("firmware image", image.exists(), str(image) if image.exists() else "not built; run: make firmware",
+                        needed=simavr))
     avrdude = shutil.which("avrdude")
     checks.append(Check("avrdude (to flash)", avrdude is not None,
-                        avrdude or "not installed; run: apt-get install avrdude"))
+                        avrdude or "not installed; run: apt-get install avrdude", needed=False))
     return checks
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import logging
 import queue
+import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -86,6 +87,7 @@ class Engine:
         self.layout = fiducial_layout(display.width, display.height) if session.config.fiducials else None
         self.qa = PhotoQA(session.config.qa)  # used on the I/O thread only
         self._next_frame = store.next_frame_id()
+        self._streak: tuple[int, set[str], set[str]] = (0, set(), set())  # items, checks all failed, conditions
 
     # ------------------------------------------------------------ main thread
 
@@ -282,6 +284,7 @@ class Engine:
                 if verdict.ok:
                     self.store.commit_photo(job.item, job.capture, files, verdict.record(), registered)
                     self._result.captured += 1
+                    self._streak = (0, set(), set())
                     self.on_progress("done")
                     return
                 failure = "qa: " + "; ".join(verdict.reasons)
@@ -317,6 +320,25 @@ class Engine:
             if seen == 1:  # a wrong image root must not print a million lines: the rest are counted
                 log.warning("%s under %s failed: %s (more '%s' failures are counted, not listed)",
                             job.item.image_id, job.item.condition.label, failure, kind)
+            if job.capture.frame_id is not None:  # shown and photographed: not an image of its own that failed
+                self._count_streak(job.item, failure)
         elif not self._shared.pause:
             with self._shared.lock:
                 self._shared.retry.append(job.item.seq)
+
+    def _count_streak(self, item: Item, failure: str) -> None:
+        """Pause when `failure_streak` items in a row failed for good on the same check: a cause common
+        to all of them (an over-bright preset, a dead lamp, a bad mount) would fail every item after."""
+        limit = self.session.config.failure_streak
+        kinds = set(_FAILURE_KIND.findall(failure.removeprefix("qa: "))) or {failure}
+        n, common, labels = self._streak
+        common = common & kinds if n else kinds
+        self._streak = (n + 1, common, labels | {item.condition.label}) if common else (1, kinds, {item.condition.label})
+        n, common, labels = self._streak
+        if limit and n >= limit and not self._shared.pause:
+            self._shared.pause = (f"{n} consecutive items under {', '.join(sorted(labels))} failed the same check "
+                                  f"({', '.join(sorted(common))}), the last with: {failure}; fix the cause, then "
+                                  "retake them by adding --retry-failed")
+
+
+_FAILURE_KIND = re.compile(r"(?:^|; )([a-z][a-z -]*):")  # "exposure: 12% ...; sharpness: ..." -> exposure, sharpness

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from rig.command import rig_command
 from rig.errors import RigError
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
@@ -27,10 +28,10 @@ def flash_command(port: str, hex_file: Path = HEX, baud: int = 115200) -> list[s
 
 def flash(port: str, hex_file: Path = HEX, baud: int = 115200) -> None:
     if not hex_file.exists():
-        raise RigError(f"{hex_file}: no firmware image; build it first: rig firmware build")
+        raise RigError(f"{hex_file}: no firmware image; build it first: {rig_command()} firmware build")
     if shutil.which("avrdude") is None:
         raise RigError("avrdude not found; install it: apt-get install avrdude")
     if not Path(port).exists() and "://" not in port:
-        raise RigError(f"--port {port}: no such device; check the cable (rig doctor lists serial ports)")
+        raise RigError(f"--port {port}: no such device; check the cable ({rig_command()} doctor lists serial ports)")
     if subprocess.run(flash_command(port, hex_file, baud)).returncode != 0:
         raise RigError(f"avrdude could not flash {port}; check the board type and port, see its output above")

@@ -2,7 +2,8 @@
 
 A curses screen, so it works over ssh and in tmux. Pulses are read back from the controller after
 every key; angles are shown when the rig has a calibration. Saving a pose edits the rig file's
-`poses:` in place with a round-trip YAML editor, keeping the operator's comments and layout.
+`poses:` in place with a round-trip YAML editor, keeping the operator's comments and layout. Every exit (q, Ctrl-C, SIGTERM, a dropped ssh
+connection, a crash) parks the rig and turns its lights off (`rig.cli.cmd_jog`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rig.config import RigConfig
 from rig.devices import Motion
 
 STEPS = (1, 5, 10, 50, 100)
+REDRAW_MS = 200  # redraw while a move is under way
 POSE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -96,9 +98,10 @@ class Jog:
         scr.refresh()
 
     def prompt(self, scr: curses.window, question: str) -> str | None:
-        """Read a line at the bottom; Esc cancels."""
+        """Read a line at the bottom at the operator's pace (no redraw timeout); Esc cancels."""
         y = 6 + len(self.rows)
         curses.curs_set(1)
+        scr.timeout(-1)
         text = ""
         while True:
             scr.move(y, 0)
@@ -116,6 +119,7 @@ class Jog:
             elif isinstance(key, str) and key.isprintable():
                 text += key
         curses.curs_set(0)
+        scr.timeout(REDRAW_MS)
         scr.move(y, 0)
         scr.clrtoeol()
         return text or None
@@ -123,7 +127,7 @@ class Jog:
 
 def run(scr: curses.window, jog: Jog) -> None:
     curses.curs_set(0)
-    scr.timeout(200)  # redraw while a move is under way
+    scr.timeout(REDRAW_MS)
     while True:
         jog.draw(scr)
         try:

@@ -14,6 +14,7 @@ import yaml
 
 from rig import calibration
 from rig.calibrate import AngleFit
+from rig.command import rig_command
 from rig.config import RigConfig, degrees, located
 from rig.errors import ConfigError
 
@@ -22,13 +23,13 @@ def resolve(rig: RigConfig, rig_path: Path, node: yaml.Node) -> RigConfig:
     """The rig with every pose in pulses, checked against the calibration's soft limits."""
     if rig.uses_degrees:
         cal = calibration.require_current(rig_path, rig, "poses in degrees",
-                                          f"rig calibrate intrinsics {rig_path} && rig calibrate angles {rig_path}")
+                                          f"{rig_command()} calibrate intrinsics {rig_path} && {rig_command()} calibrate angles {rig_path}")
     else:
         cal = calibration.load(rig_path)
         if cal is None:
             return rig
         if cal.hardware_digest != calibration.hardware_digest(rig):
-            calibration.require_current(rig_path, rig, "this session", f"rig calibrate angles {rig_path}")
+            calibration.require_current(rig_path, rig, "this session", f"{rig_command()} calibrate angles {rig_path}")
     poses: dict[str, dict[str, int]] = {}
     for pose, targets in rig.poses.items():
         poses[pose] = {}
@@ -43,7 +44,7 @@ def resolve(rig: RigConfig, rig_path: Path, node: yaml.Node) -> RigConfig:
                 raise ConfigError(located(rig_path, node, where,
                                           f"{shown} is outside the soft limits {limit.min_deg:+.2f}..{limit.max_deg:+.2f} deg "
                                           f"({limit.min_us}..{limit.max_us} us) where the whole screen stays in frame; "
-                                          "choose a pose inside them or re-run rig calibrate range"))
+                                          f"choose a pose inside them or re-run {rig_command()} calibrate range"))
             poses[pose][servo] = pulse
     return rig.model_copy(update={"poses": poses})
 
@@ -58,7 +59,7 @@ def _to_pulse(rig: RigConfig, rig_path: Path, node: yaml.Node, cal: calibration.
     rec = cal.angles.get(servo)
     if rec is None:
         raise ConfigError(located(rig_path, node, where, f"{value} needs {servo}'s angle calibration; "
-                                  f"run: rig calibrate angles {rig_path}"))
+                                  f"run: {rig_command()} calibrate angles {rig_path}"))
     s = rig.servos[servo]
     fit = AngleFit(tuple(rec.coeffs), rec.rms_deg, rec.max_deg, rec.samples)
     try:

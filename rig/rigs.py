@@ -33,30 +33,9 @@ def open_devices(rig: RigConfig, rig_path: Path, fast: bool = False) -> Devices:
 
     `fast` drops simulated latencies and display frame waits (tests of the store and engine).
     """
-    from rig.devices.link import PortUnavailable
-    from rig.devices.rigctl import RigController
-
     stack = ExitStack()
     try:
-        physical = None
-        port = rig.controller.port
-        if port == "sim":
-            from rig.sim.twin import TwinServer
-
-            twin = TwinServer().start()
-            stack.callback(twin.stop)
-            port, physical = twin.port, twin.physical
-        elif port == "simavr":
-            from rig.sim.avr import AvrSimulator
-
-            avr = AvrSimulator()
-            stack.callback(avr.stop)
-            port, physical = avr.port, avr.physical
-        try:
-            motion = RigController.connect(port, rig)
-        except PortUnavailable as e:
-            raise ConfigError(f"{rig_path}: controller.port: {e}; check the cable or fix the port") from None
-        stack.callback(motion.close)
+        motion, physical = open_controller(rig, rig_path, stack)
         # The simulated rig's display can lag behind show() (rig file: sim.display_lag_frames).
         lag = rig.sim.display_lag_frames if physical is not None else 0
         display = Display(rig.display, wait_frames=not fast, lag_frames=lag, seed=rig.sim.seed)
@@ -68,6 +47,33 @@ def open_devices(rig: RigConfig, rig_path: Path, fast: bool = False) -> Devices:
     except BaseException:
         stack.close()
         raise
+
+
+def open_controller(rig: RigConfig, rig_path: Path, stack: ExitStack) -> tuple[Motion, Callable[[], tuple[tuple[float, ...], tuple[int, ...]]] | None]:
+    """The controller alone (what `rig jog` needs), closed by `stack`; with the simulator's true state."""
+    from rig.devices.link import PortUnavailable
+    from rig.devices.rigctl import RigController
+
+    physical = None
+    port = rig.controller.port
+    if port == "sim":
+        from rig.sim.twin import TwinServer
+
+        twin = TwinServer().start()
+        stack.callback(twin.stop)
+        port, physical = twin.port, twin.physical
+    elif port == "simavr":
+        from rig.sim.avr import AvrSimulator
+
+        avr = AvrSimulator()
+        stack.callback(avr.stop)
+        port, physical = avr.port, avr.physical
+    try:
+        motion = RigController.connect(port, rig)
+    except PortUnavailable as e:
+        raise ConfigError(f"{rig_path}: controller.port: {e}; check the cable or fix the port") from None
+    stack.callback(motion.close)
+    return motion, physical
 
 
 def _camera(rig: RigConfig, display: Display, physical: object, fast: bool) -> Camera:

@@ -129,6 +129,12 @@ def _checked_schema(path: Path) -> str | None:
     return None if row is None else str(row[0])
 
 
+def _let_signals_in() -> int:
+    """SQLite progress handler: running Python code during a long statement lets a signal handler run;
+    one that raises (a stop) aborts the statement as `sqlite3.OperationalError: interrupted`."""
+    return 0
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -149,6 +155,7 @@ class RunStore:
                               "finish it with the rig version that started it, or set a new 'output:'")
         self.db = sqlite3.connect(root / DB_NAME, timeout=30, isolation_level=None, check_same_thread=False)
         try:
+            self.db.set_progress_handler(_let_signals_in, 100_000)  # a long --replan stays stoppable
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not lose a committed capture
         except sqlite3.DatabaseError as e:
@@ -212,6 +219,7 @@ class RunStore:
             for p in (tmp_db, Path(str(tmp_db) + "-wal"), Path(str(tmp_db) + "-shm")):
                 p.unlink(missing_ok=True)
             conn = sqlite3.connect(tmp_db, isolation_level=None)
+            conn.set_progress_handler(_let_signals_in, 100_000)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("BEGIN")
             for stmt in filter(str.strip, _SCHEMA.split(";")):
@@ -420,6 +428,11 @@ class RunStore:
                WHERE a.status = 'accepted' ORDER BY it.seq""")
 
     # ------------------------------------------------------------ writing captures
+
+    def retry_failed(self) -> int:
+        """Re-queue every failed item with a fresh set of retakes; its failed attempts stay on record."""
+        with self.transaction():
+            return self.db.execute("UPDATE items SET state = 'pending', attempts = 0 WHERE state = 'failed'").rowcount
 
     def record_failure(self, seq: int, reason: str, max_attempts: int | None,
                        capture: Capture | None = None) -> bool:

@@ -12,6 +12,9 @@ import yaml
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+# These tests' operator has the venv's `rig` on PATH (README), so hints say plain `rig`;
+# tests/test_command_hints.py checks a fresh shell without it.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 REPO = Path(__file__).resolve().parents[1]
 RIG_BIN = [sys.executable, "-m", "rig.cli"]

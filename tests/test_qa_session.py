@@ -66,7 +66,9 @@ def _shown_source(run: Path, rig_path: Path, rows: list[dict[str, object]]) -> l
 
 
 def _one_condition_session(tmp_path: Path, phantoms: Path, rig: Path, **overrides: object) -> Path:
-    return session_file(tmp_path, phantoms, rig, conditions=[{"pose": "front", "lighting": "bright"}], **overrides)
+    # failure_streak 0: these tests check every photo of a failing condition, not the early pause
+    return session_file(tmp_path, phantoms, rig, conditions=[{"pose": "front", "lighting": "bright"}],
+                        **{"failure_streak": 0, **overrides})
 
 
 @pytest.mark.parametrize("lag", [0, 1, 2, 3])
@@ -132,7 +134,7 @@ def test_a_pose_with_the_screen_partly_out_of_frame_fails_coverage(tmp_path: Pat
         pulses = _pulses(json.dumps({str(k): v for k, v in rig.pose_targets(pose).items()}))
         c = studio.screen_corners(pulses, w, h)
         assert bool(((c >= 0) & (c < [pw, ph])).all()) == inside  # the ground truth agrees with the premise
-    session = session_file(tmp_path, phantoms, rig_path, retries=1,
+    session = session_file(tmp_path, phantoms, rig_path, retries=1, failure_streak=0,
                            conditions=[{"pose": "front", "lighting": "dim"}, {"pose": "too_far", "lighting": "dim"}])
     result = run_rig("run", str(session))
     assert result.returncode == 0, result.stderr
@@ -163,7 +165,7 @@ def test_a_defocused_lens_fails_sharpness(tmp_path: Path, phantoms: Path) -> Non
 
 def test_an_over_bright_light_preset_fails_exposure(tmp_path: Path, phantoms: Path) -> None:
     rig_path = rig_file(tmp_path)
-    session = session_file(tmp_path, phantoms, rig_path, retries=0,
+    session = session_file(tmp_path, phantoms, rig_path, retries=0, failure_streak=0,
                            conditions=[{"pose": "front", "lighting": "bright"}, {"pose": "front", "lighting": "flood"}])
     result = run_rig("run", str(session))
     assert result.returncode == 0, result.stderr
