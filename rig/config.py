@@ -28,8 +28,9 @@ class ControllerConfig(Strict):
     port: str = Field(description="'sim': the Python twin; 'simavr': the real firmware in simavr; "
                                   "else a pyserial URL or path")
     baudrate: int = 115200
-    reply_timeout_s: float = Field(0.5, gt=0)
-    retries: int = Field(5, ge=0)
+    reply_timeout_s: float = Field(0.3, gt=0, description="wait this long for a reply before retransmitting")
+    give_up_s: float = Field(10.0, gt=0, description="retransmit a command while the controller answers at all; "
+                                                      "give up after this long without an intact line from it")
     host_timeout_ms: int = Field(30000, ge=0, description="controller's host-silence timeout")
 
 

@@ -21,6 +21,7 @@ void app_boot(BootCause cause)
     g_app.flags = cause == BOOT_WATCHDOG ? RIG_FLAG_WATCHDOG_BOOT : 0;
     g_app.safe_sent = false;
     g_app.reset_pending = false;
+    g_app.session = 0;
     for (uint8_t ch = 0; ch < RIG_LIGHTS; ch++)
         app_set_light(ch, 0);
     bool eeprom_ok = limits_load();

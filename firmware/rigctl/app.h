@@ -13,6 +13,7 @@ struct AppState {
     uint8_t light[RIG_LIGHTS]; /* current duty */
     bool safe_sent;            /* "!safe" already sent for this silence */
     bool reset_pending;        /* restart once the reply is out */
+    uint16_t session;          /* host's session token, 0 after every boot (PROTOCOL.md "Sessions") */
 };
 
 extern AppState g_app;

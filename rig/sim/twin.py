@@ -67,6 +67,7 @@ class Controller:
         self.channels = [Channel(Limits(**vars(l)), float(l.park), l.park, now, 0.0) for l in self.eeprom]
         self.lights = [0] * self.n_lights
         self.timeout_ms = 10000
+        self.session = 0  # the host's token; every boot clears it
         self.last_rx = now
         self.flags = 0x04 if cause == "watchdog" else 0
         self.last_seq: int | None = None
@@ -140,7 +141,7 @@ class Controller:
         name, args = words[0], words[1:]
         handler = {"hello": self._hello, "status": self._status, "move": self._move, "light": self._light,
                    "park": self._park, "limit": self._limit, "timeout": self._timeout,
-                   "reset": self._reset}.get(name)
+                   "reset": self._reset, "session": self._session}.get(name)
         if handler is None:
             return "err 1 unknown-command"
         try:
@@ -160,7 +161,7 @@ class Controller:
         moving = int(any(c.moving(now) for c in self.channels))
         ms = int((now - self.t_boot) * 1000) % 2**32
         return (f"ok ms={ms} moving={moving} pos={pos} target={tgt} light={','.join(map(str, self.lights))} "
-                f"timeout={self.timeout_ms} flags={self.flags:x}")
+                f"timeout={self.timeout_ms} flags={self.flags:x} session={self.session}")
 
     def _pairs(self, args: list[str], count: int, lo: int, hi: int) -> dict[int, int] | str:
         pairs: dict[int, int] = {}
@@ -238,6 +239,12 @@ class Controller:
         if len(args) != 1:
             raise _BadArgument
         self.timeout_ms = _number(args[0], 0, 3600000)
+        return "ok"
+
+    def _session(self, args: list[str]) -> str:
+        if len(args) != 1:
+            raise _BadArgument
+        self.session = _number(args[0], 0, 65535)
         return "ok"
 
     def _reset(self, args: list[str]) -> str:
