@@ -68,8 +68,8 @@ class AvrSimulator:
             try:
                 if kind == "servo":
                     servos[int(kv["ch"])] = float(kv["last"])
-                elif kind == "light":
-                    lights[int(kv["ch"])] = int(kv["level"])
+                elif kind == "light":  # the PWM duty 0..255, not the pin's level (0/1) at this instant
+                    lights[int(kv["ch"])] = int(kv["duty"])
             except (KeyError, ValueError):
                 return None  # caught mid-rewrite
         if not servos or not lights:
