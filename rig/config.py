@@ -71,7 +71,8 @@ class DisplayConfig(Strict):
 
 class MotionConfig(Strict):
     move_ms: int = Field(500, ge=0, description="requested duration of a pose change")
-    settle_ms: int = Field(100, ge=0, description="wait after motion done, for the arm to stop ringing")
+    settle_ms: int = Field(100, ge=0, description="wait after a move or a light change, for the arm to stop "
+                                                  "ringing and the lamps to reach their level")
     idle_timeout_s: float = Field(30.0, gt=0)
 
 
@@ -160,6 +161,13 @@ TIMING_PROFILES: dict[str, dict[str, float]] = {
 }
 
 
+class LineNoiseModel(Strict):
+    """Faults of the simulated serial cable between host and simulated controller, both directions."""
+
+    corrupt_bytes: float = Field(0.0, ge=0, le=1, description="probability that a byte arrives changed")
+    drop_lines: float = Field(0.0, ge=0, le=1, description="probability that a whole line is lost")
+
+
 class SimConfig(Strict):
     """Parameters of the simulated devices and the virtual studio (ignored by real ones)."""
 
@@ -186,6 +194,9 @@ class SimConfig(Strict):
     shot_noise: float = Field(0.06, ge=0, description="shot noise variance per grey level")
     jpeg_quality: int = Field(90, ge=10, le=100)
     effects: EffectsModel = EffectsModel()
+    line_noise: LineNoiseModel = LineNoiseModel()
+    power_cycles_s: list[float] = Field(default_factory=list, description="seconds after the devices open at "
+                                        "which the simulated controller loses power for a moment")
 
     @model_validator(mode="after")
     def _lag(self) -> SimConfig:

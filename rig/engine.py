@@ -225,17 +225,20 @@ class Engine:
         return self.stop.is_set() or self.abandon.is_set() or bool(self._shared.fatal) or bool(self._shared.pause)
 
     def _position(self, item: Item) -> None:
-        """Move to the item's pose and set its lights, only when they differ from what is set."""
+        """Move to the item's pose and set its lights, only when they differ from what is set; then let
+        the rig settle (arms stop swinging, lamps reach their level)."""
         motion = self.devices.motion
         cond = item.condition
+        changed = False
         if cond.targets != self._pose:
             motion.move(cond.targets, self.rig.motion.move_ms)
             motion.wait_idle(self.rig.motion.idle_timeout_s)
-            time.sleep(self.rig.motion.settle_ms / 1000)
-            self._pose = cond.targets
+            self._pose, changed = cond.targets, True
         if cond.lights != self._lights:
             motion.set_lights(cond.lights)
-            self._lights = cond.lights
+            self._lights, changed = cond.lights, True
+        if changed:
+            time.sleep(self.rig.motion.settle_ms / 1000)
 
     def _confirm(self, item: Item) -> MotionState:
         """The controller's state, read back now, equal to the plan with no restore since it was set.

@@ -114,8 +114,7 @@ class Link:
                 if body is None:
                     if _PLAIN_ERR.fullmatch(line):  # our line arrived damaged: the controller is there
                         heard = time.monotonic()
-                        break
-                    continue  # a damaged reply
+                    break  # a damaged line, most likely our reply: ask again now rather than at the time-out
                 heard = time.monotonic()
                 if not body.startswith(prefix):
                     continue  # a late reply to an earlier command: not ours

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -75,6 +76,11 @@ class AvrSimulator:
         if not servos or not lights:
             return None
         return tuple(servos[c] for c in sorted(servos)), tuple(lights[c] for c in sorted(lights))
+
+    def power_cycle(self) -> None:
+        """The AVR loses power for a moment (rigsim's SIGUSR1): it boots again, EEPROM kept."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

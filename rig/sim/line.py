@@ -13,9 +13,12 @@ import random
 import select
 import threading
 import tty
+from contextlib import ExitStack
 from typing import Callable
 
 import serial
+
+from rig.config import SimConfig
 
 
 class NoisyLine:
@@ -96,3 +99,21 @@ def _write_all(fd: int, data: bytes) -> None:
         os.write(fd, data)
     except BlockingIOError:
         pass  # nobody reading: like a UART with no host, bytes are lost
+
+
+def faulty_wiring(sim: SimConfig, port: str, power_cycle: Callable[[], None], stack: ExitStack) -> str:
+    """Put the rig file's simulated line noise between host and controller and schedule its power cycles.
+
+    Returns the port the host must open; everything started is stopped by `stack`.
+    """
+    noise = sim.line_noise
+    if noise.corrupt_bytes or noise.drop_lines:
+        line = NoisyLine(port, noise.corrupt_bytes, noise.drop_lines, seed=sim.seed)
+        stack.callback(line.close)
+        port = line.port
+    for at in sim.power_cycles_s:
+        timer = threading.Timer(at, power_cycle)
+        timer.daemon = True
+        timer.start()
+        stack.callback(timer.cancel)
+    return port

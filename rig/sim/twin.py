@@ -307,6 +307,11 @@ class TwinServer:
         with self.lock:
             return self.controller.physical()
 
+    def power_cycle(self) -> None:
+        """The controller loses power for a moment: it boots again (servos at park, lights off)."""
+        with self.lock:
+            self.controller.boot("power")
+
     def _send(self, lines: list[str]) -> None:
         for line in lines:
             wire = (self.controller.signed_event(line) if line.startswith("!") else line).encode() + b"\n"
