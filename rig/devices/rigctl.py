@@ -64,16 +64,17 @@ class RigController:
         if servos < need_s or lights < need_l:
             raise DeviceError(f"controller at {self.link.name} has {servos} servo and {lights} light channels; "
                               f"the rig file needs {need_s} and {need_l}")
+        # The token first: a reset at any point after it (even mid-setup) shows in every later status.
+        old, self._token = self._token, random.randrange(1, 65536)
+        while self._token == old:  # a fresh token every time: an old one must never confirm a new state
+            self._token = random.randrange(1, 65536)
+        self.link.command(f"session {self._token}")
         for name, s in self.rig.servos.items():
             want = f"ch={s.channel} min={s.min} max={s.max} park={s.park} slew={s.slew}"
             if self.link.command(f"limit {s.channel}") != want:
                 log.info("setting limits of %s: %s", name, want)
                 self.link.command(f"limit {s.channel} {s.min} {s.max} {s.park} {s.slew}")
         self.link.command(f"timeout {self.rig.controller.host_timeout_ms}")
-        old, self._token = self._token, random.randrange(1, 65536)
-        while self._token == old:  # a fresh token every time: an old one must never confirm a new state
-            self._token = random.randrange(1, 65536)
-        self.link.command(f"session {self._token}")
         self._needs_restore = False
         self._connected = True
 
@@ -100,8 +101,7 @@ class RigController:
         self.link.poll_events()
         if not self._needs_restore:
             return
-        self._needs_restore = False
-        self._connected = False
+        self._connected = False  # until setup() is through, a failure leaves the restore pending
         self.restores += 1
         self.setup()
         if self._targets:
