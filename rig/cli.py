@@ -293,13 +293,16 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
                   f"total {after.done}/{after.planned} done, {after.failed} failed, {after.pending} pending",
                   highlight=False)
     resume = f"resume with: {rig_command()} run {session.path}"
-    if result.stop_reason:
-        console.print(f"[bold yellow]paused:[/] {result.stop_reason}; lights are off and the servos parked; {resume}",
+    safe = "lights are off and the servos parked" if result.safe else "the rig may NOT be safe (see above)"
+    if not result.safe:  # said only when the controller confirmed it; otherwise what failed and what to check
+        console.print(f"[bold red]the rig may not be safe:[/] {result.unsafe_reason}; check that the controller "
+                      f"is powered and its cable connected, switch the lights off and check the servos by hand",
                       highlight=False)
+    if result.stop_reason:
+        console.print(f"[bold yellow]paused:[/] {result.stop_reason}; {safe}; {resume}", highlight=False)
         return 3
     if result.interrupted:
-        console.print(f"[bold yellow]stopped[/] by the operator; lights are off and the servos parked; {resume}",
-                      highlight=False)
+        console.print(f"[bold yellow]stopped[/] by the operator; {safe}; {resume}", highlight=False)
         return 130
     if after.failed:
         console.print(f"{after.failed} item(s) failed; '{rig_command()} status {session.path}' lists why; "
@@ -341,7 +344,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     rate = store.recent_rate()
     table = Table(title=f"{session.path.name}: {session.output}", show_header=False)
     for name, value in (("planned", c.planned), ("done", c.done), ("failed", c.failed), ("pending", c.pending),
-                        ("failed attempts", c.failed_attempts)):
+                        ("failed attempts", c.failed_attempts), ("retransmissions", store.retransmissions())):
         table.add_row(name, str(value))
     table.add_row("rate", f"{rate * 3600:.0f} captures/h" if rate else "-")
     eta = "-" if not rate else ("finished" if not c.pending else _duration(c.pending / rate))

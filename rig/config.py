@@ -53,8 +53,9 @@ class ControllerConfig(Strict):
     port: str = Field(description="'sim': the Python twin; 'simavr': the real firmware in simavr; "
                                   "else a pyserial URL or path")
     baudrate: int = 115200
-    reply_timeout_s: float = Field(0.5, gt=0)
-    retries: int = Field(5, ge=0)
+    reply_timeout_s: float = Field(0.3, gt=0, description="wait this long for a reply before retransmitting")
+    give_up_s: float = Field(10.0, gt=0, description="retransmit a command while the controller answers at all; "
+                                                      "give up after this long without an intact line from it")
     host_timeout_ms: int = Field(30000, ge=0, le=3_600_000, description="controller's host-silence timeout")
 
 
@@ -95,7 +96,8 @@ class DisplayConfig(Strict):
 
 class MotionConfig(Strict):
     move_ms: int = Field(500, ge=0, le=3_600_000, description="requested duration of a pose change")
-    settle_ms: int = Field(100, ge=0, description="wait after motion done, for the arm to stop ringing")
+    settle_ms: int = Field(100, ge=0, description="wait after a move or a light change, for the arm to stop "
+                                                  "ringing and the lamps to reach their level")
     idle_timeout_s: float = Field(30.0, gt=0)
 
 
@@ -185,6 +187,13 @@ TIMING_PROFILES: dict[str, dict[str, float]] = {
 }
 
 
+class LineNoiseModel(Strict):
+    """Faults of the simulated serial cable between host and simulated controller, both directions."""
+
+    corrupt_bytes: float = Field(0.0, ge=0, le=1, description="probability that a byte arrives changed")
+    drop_lines: float = Field(0.0, ge=0, le=1, description="probability that a whole line is lost")
+
+
 class SimConfig(Strict):
     """Parameters of the simulated devices and the virtual studio (ignored by real ones)."""
 
@@ -211,6 +220,9 @@ class SimConfig(Strict):
     shot_noise: float = Field(0.06, ge=0, description="shot noise variance per grey level")
     jpeg_quality: int = Field(90, ge=10, le=100)
     effects: EffectsModel = EffectsModel()
+    line_noise: LineNoiseModel = LineNoiseModel()
+    power_cycles_s: list[float] = Field(default_factory=list, description="seconds after the devices open at "
+                                        "which the simulated controller loses power for a moment")
 
     @model_validator(mode="after")
     def _lag(self) -> SimConfig:

@@ -9,6 +9,13 @@ Timing is not trusted: every shown frame gets a run-wide increasing id that the 
 ArUco markers, and the I/O thread accepts a photo only when QA decodes that id from it (plus
 coverage, sharpness and exposure). A photo that fails QA is kept as a `rejected` attempt with its
 reasons and the item is retaken.
+
+Nor is the controller trusted blindly: before every trigger the engine confirms with a fresh status
+that the read-back positions and light levels equal the plan and that the driver did not have to
+restore the controller since they were set (a reset, even one whose `!boot` line was lost); if not,
+it sets them again and re-confirms. After the exposure it reads the state again: a photo whose
+state did not hold throughout is kept as rejected and retaken, never accepted. The confirmed
+readback is stored with the photo.
 """
 
 from __future__ import annotations
@@ -26,12 +33,12 @@ from typing import Callable, Iterator, Sequence
 import cv2
 
 from rig.config import Session
-from rig.devices import CameraFile, Shot
+from rig.devices import CameraFile, MotionState, Shot
 from rig.display import Prepared, draw_fiducials, fiducial_layout, prepare
 from rig.qa import Expected, PhotoQA, Verdict, decode_photo
 from rig.errors import CameraError, CameraUnavailable, DeviceError, RigError
 from rig.rigs import Devices
-from rig.store import Capture, Item, RunStore
+from rig.store import Capture, Item, PlannedCondition, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,8 @@ class RunResult:
     stop_reason: str | None = None  # None: the plan is finished
     interrupted: bool = False
     failures: dict[str, int] = field(default_factory=dict)  # items failed for good this run, by kind of reason
+    safe: bool = False  # the controller confirmed lights off and servos at park after the run
+    unsafe_reason: str = "the rig was not parked"  # what failed when `safe` is False
 
 
 @dataclass
@@ -56,6 +65,7 @@ class _Job:
     failure: str | None = None  # set: record a failed attempt instead of downloading
     max_attempts: int | None = 1  # None: the attempt was lost to the camera, not the item's fault
     expected: Expected | None = None
+    invalid: str | None = None  # set: the rig's state did not hold during the exposure; keep as rejected
 
 
 @dataclass
@@ -83,6 +93,8 @@ class Engine:
         self._result = RunResult()
         self._pose: dict[int, int] | None = None
         self._lights: dict[int, int] | None = None
+        self._restores: int | None = None  # the driver's restore count when the state was last set
+        self._retransmissions_saved = getattr(devices.motion, "retransmissions", 0)
         display = devices.display
         self.layout = fiducial_layout(display.width, display.height) if session.config.fiducials else None
         self.qa = PhotoQA(session.config.qa)  # used on the I/O thread only
@@ -102,6 +114,8 @@ class Engine:
             self._finish_writer(writer)
             prefetch.shutdown(wait=False, cancel_futures=True)
             self._safe_state()
+            if not writer.is_alive():  # the store has one writer: only once the I/O thread is done
+                self._save_retransmissions()
             self._result.elapsed_s = time.monotonic() - t0
         if self._result.failures:
             log.warning("items failed this run, by reason: %s",
@@ -155,8 +169,6 @@ class Engine:
                     break
                 self._enqueue(_Job(item, self._capture(item, None), failure=str(e), max_attempts=1))
                 continue
-            self._position(item)
-            readback = self.devices.motion.state()
             frame_id = self._next_frame
             self._next_frame += 1
             frame = prepared.canvas
@@ -165,7 +177,13 @@ class Engine:
             x, y, xw, xh = prepared.xray
             expected = Expected(frame_id if self.layout else None, self.layout, prepared.xray, prepared.source_size,
                                 prepared.canvas[y:y + xh, x:x + xw])
-            display.show(frame)
+            try:
+                self._position(item)
+                display.show(frame)
+                readback = self._confirm(item)
+            except DeviceError as e:  # the controller is gone or will not hold the plan: pause, say why
+                self._result.stop_reason = f"controller: {e}"
+                break
             capture = self._capture(item, readback, frame_id)
             try:
                 shot = self.devices.camera.trigger()
@@ -176,7 +194,15 @@ class Engine:
             except CameraError as e:
                 self._enqueue(_Job(item, capture, failure=f"camera: {e}", max_attempts=self.max_attempts))
                 continue
-            self._enqueue(_Job(item, capture, shot=shot, max_attempts=self.max_attempts, expected=expected))
+            try:
+                invalid = self._held(item.condition, readback)
+            except DeviceError as e:
+                self._result.stop_reason = f"controller: {e}"
+                invalid = f"the controller stopped answering after the exposure ({e})"
+            self._enqueue(_Job(item, capture, shot=shot, max_attempts=self.max_attempts, expected=expected,
+                               invalid=invalid))
+            if self._result.stop_reason:
+                break
 
     def _items(self) -> Iterator[tuple[Item, list[Item]]]:
         """Pending items in plan order, then retakes; each with the next few for prefetching."""
@@ -206,21 +232,58 @@ class Engine:
         return self.stop.is_set() or self.abandon.is_set() or bool(self._shared.fatal) or bool(self._shared.pause)
 
     def _position(self, item: Item) -> None:
-        """Move to the item's pose and set its lights, only when they differ from what is set."""
+        """Move to the item's pose and set its lights, only when they differ from what is set; then let
+        the rig settle (arms stop swinging, lamps reach their level)."""
         motion = self.devices.motion
         cond = item.condition
+        changed = False
         if cond.targets != self._pose:
             motion.move(cond.targets, self.rig.motion.move_ms)
             motion.wait_idle(self.rig.motion.idle_timeout_s)
-            time.sleep(self.rig.motion.settle_ms / 1000)
-            self._pose = cond.targets
+            self._pose, changed = cond.targets, True
         if cond.lights != self._lights:
             motion.set_lights(cond.lights)
-            self._lights = cond.lights
+            self._lights, changed = cond.lights, True
+        if changed:
+            time.sleep(self.rig.motion.settle_ms / 1000)
 
-    def _capture(self, item: Item, readback: object, frame_id: int | None = None) -> Capture:
-        state = {} if readback is None else {
-            "positions": list(readback.positions), "lights": list(readback.lights), "flags": readback.flags}  # type: ignore[attr-defined]
+    def _confirm(self, item: Item) -> MotionState:
+        """The controller's state, read back now, equal to the plan with no restore since it was set.
+
+        Otherwise set pose and lights again (with the settle time) and read back again, until
+        `motion.idle_timeout_s` has passed; then DeviceError says what did not hold.
+        """
+        motion = self.devices.motion
+        deadline = time.monotonic() + self.rig.motion.idle_timeout_s
+        while True:
+            st = motion.state()
+            problem = _differs(st, item.condition)
+            if problem is None and self._restores is not None and st.restores != self._restores:
+                problem = "the controller was restored after losing its state"
+            if self._restores is None:
+                self._restores = st.restores
+            if problem is None:
+                return st
+            if time.monotonic() > deadline:
+                raise DeviceError(f"the controller does not hold {item.condition.label} ({problem}); check its "
+                                  "power supply, cable and servos")
+            log.warning("before %s %s: %s; setting pose and lights again", item.image_id, item.condition.label,
+                        problem)
+            self._restores = st.restores
+            self._pose = self._lights = None
+            self._position(item)
+
+    def _held(self, cond: PlannedCondition, before: MotionState) -> str | None:
+        """Why the confirmed state did not hold through the exposure, or None if it did."""
+        after = self.devices.motion.state()
+        if after.restores != before.restores:
+            return "the controller lost its state during the exposure (reset or safe state)"
+        problem = _differs(after, cond)
+        return None if problem is None else f"the rig's state changed during the exposure: {problem}"
+
+    def _capture(self, item: Item, readback: MotionState | None, frame_id: int | None = None) -> Capture:
+        """The attempt's record; its readback is the confirmed state, what any controller reports."""
+        state = {} if readback is None else {"positions": list(readback.positions), "lights": list(readback.lights)}
         return Capture(item.seq, time.time(), item.condition.targets, state, item.condition.lights, frame_id)
 
     def _enqueue(self, job: _Job) -> None:
@@ -236,13 +299,34 @@ class Engine:
                     return
 
     def _safe_state(self) -> None:
-        """Lights off, servos parked, screen black: the rig is safe to walk up to."""
+        """Lights off, servos parked, screen black: the rig is safe to walk up to.
+
+        `RunResult.safe` is set only when the controller's readback confirms it.
+        """
+        try:
+            self.devices.display.blank()
+        except RigError as e:
+            log.error("could not blank the screen: %s", e)
         try:
             self.devices.motion.park()
-            self.devices.display.blank()
-            self.devices.motion.wait_idle(self.rig.motion.idle_timeout_s)
+            st = self.devices.motion.wait_idle(self.rig.motion.idle_timeout_s)
         except RigError as e:
-            log.error("could not park the rig: %s", e)
+            self._result.unsafe_reason = f"parking failed: {e}"
+            return
+        parked = {s.channel: s.park for s in self.rig.servos.values()}
+        off = {l.channel: 0 for l in self.rig.lights.values()}
+        problem = _differs(st, PlannedCondition("park", "park", "off", parked, off))
+        if problem is None:
+            self._result.safe = True
+        else:
+            self._result.unsafe_reason = f"the controller did not confirm parking: {problem}"
+
+    def _save_retransmissions(self) -> None:
+        """Add the link's retransmissions since the last save to the store (shown by `rig status`)."""
+        n = getattr(self.devices.motion, "retransmissions", 0)
+        if n != self._retransmissions_saved:
+            self.store.add_retransmissions(n - self._retransmissions_saved)
+            self._retransmissions_saved = n
 
     # ------------------------------------------------------------ I/O thread
 
@@ -253,6 +337,7 @@ class Engine:
                 continue
             try:
                 self._write(job)
+                self._save_retransmissions()
             except BaseException as e:  # disk full, database gone: stop the run, keep the reason
                 log.debug("I/O thread failed", exc_info=True)
                 self._shared.fatal = e
@@ -280,6 +365,12 @@ class Engine:
             except (CameraError, DeviceError) as e:
                 failure = f"download: {e}"
             else:
+                if job.invalid is not None:  # never accepted, kept for the record, retaken
+                    failure = f"controller: {job.invalid}"
+                    final = self.store.commit_rejected(job.item, job.capture, files, failure, job.max_attempts or 1)
+                    self._result.rejected += 1
+                    self._after_failure(job, failure, final)
+                    return
                 verdict, registered = self._verify(job, files)
                 if verdict.ok:
                     self.store.commit_photo(job.item, job.capture, files, verdict.record(), registered)
@@ -342,3 +433,20 @@ class Engine:
 
 
 _FAILURE_KIND = re.compile(r"(?:^|; )([a-z][a-z -]*):")  # "exposure: 12% ...; sharpness: ..." -> exposure, sharpness
+
+def _differs(st: MotionState, cond: PlannedCondition) -> str | None:
+    """How a read-back state differs from a condition's targets and light levels, or None if it does not."""
+    problems = []
+    if st.moving:
+        problems.append("servos still moving")
+    pos = {ch: st.positions[ch] if ch < len(st.positions) else None for ch in cond.targets}
+    lights = {ch: st.lights[ch] if ch < len(st.lights) else None for ch in cond.lights}
+    if pos != cond.targets:
+        problems.append(f"servos at {_pairs(pos)}, planned {_pairs(cond.targets)}")
+    if lights != cond.lights:
+        problems.append(f"lights at {_pairs(lights)}, planned {_pairs(cond.lights)}")
+    return "; ".join(problems) or None
+
+
+def _pairs(values: dict[int, int | None]) -> str:
+    return " ".join(f"{ch}:{v}" for ch, v in sorted(values.items()))

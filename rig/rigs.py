@@ -61,13 +61,17 @@ def open_controller(rig: RigConfig, rig_path: Path, stack: ExitStack) -> tuple[M
 
         twin = TwinServer().start()
         stack.callback(twin.stop)
-        port, physical = twin.port, twin.physical
+        port, physical, power_cycle = twin.port, twin.physical, twin.power_cycle
     elif port == "simavr":
         from rig.sim.avr import AvrSimulator
 
         avr = AvrSimulator()
         stack.callback(avr.stop)
-        port, physical = avr.port, avr.physical
+        port, physical, power_cycle = avr.port, avr.physical, avr.power_cycle
+    if physical is not None:  # the simulated cable's noise and power cuts (rig file: sim.line_noise, ...)
+        from rig.sim.line import faulty_wiring
+
+        port = faulty_wiring(rig.sim, port, power_cycle, stack)
     try:
         motion = RigController.connect(port, rig)
     except PortUnavailable as e:

@@ -256,6 +256,15 @@ class RunStore:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def add_retransmissions(self, n: int) -> None:
+        """Count commands the controller link had to resend (a noisy serial line shows here first)."""
+        with self.transaction():
+            self.db.execute("""INSERT INTO meta(key, value) VALUES ('retransmissions', ?) ON CONFLICT(key)
+                               DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value""", (str(n),))
+
+    def retransmissions(self) -> int:
+        return int(self.meta("retransmissions") or 0)
+
     def plan_differences(self, manifest_digest_and_rows: tuple[str, int], manifest: Manifest,
                          conditions: Sequence[PlannedCondition], repeats: int) -> list[str]:
         """What changed between the stored plan and the session file's, in words; empty if nothing."""

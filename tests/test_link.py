@@ -19,6 +19,7 @@ from conftest import REPO
 from rig.config import load_rig
 from rig.devices.link import Link
 from rig.devices.rigctl import RigController
+from rig.errors import DeviceError
 from rig.sim.avr import AvrSimulator
 from rig.sim.twin import TwinServer
 
@@ -97,16 +98,35 @@ def _corrupt_first(matching: bytes) -> Callable[[bytes], bytes | None]:
     return mangle
 
 
+def _record_events(link: Link) -> list[str]:
+    """Every intact event the link receives, in order (the previous handler still gets them)."""
+    seen: list[str] = []
+    handler = link.on_event
+
+    def record(event: str) -> None:
+        seen.append(event)
+        handler(event)
+    link.on_event = record
+    return seen
+
+
+def _wait_for_event(link: Link, seen: list[str], prefix: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(e.startswith(prefix) for e in seen):
+        assert time.monotonic() < deadline, f"no !{prefix} event within {timeout_s} s (saw {seen})"
+        link.poll_events(0.05)
+
+
 @pytest.mark.parametrize("fault", [_drop_first, _corrupt_first], ids=["lost-reply", "corrupted-reply"])
 def test_a_lost_or_corrupted_reply_is_retransmitted_and_executes_once(controller: str, fault) -> None:  # type: ignore[no-untyped-def]
     proxy = LossyProxy(controller)
     try:
-        link = Link.open(proxy.port, reply_timeout_s=0.3, retries=3)
+        link = Link.open(proxy.port, reply_timeout_s=0.3)
+        events = _record_events(link)
         link.resync()
         link.command("limit 0 1000 2000 1500 1000")
         link.command("move 0 0:1000")
-        while "moving=1" in link.command("status"):
-            time.sleep(0.02)
+        _wait_for_event(link, events, "done")
         proxy.mangle = fault(b"ok 1000")  # the reply to the 1000 us move below: 1000 ms at 1000 us/s
         assert link.command("move 0 0:2000") == "1000"
         assert link.retransmissions == 1
@@ -128,23 +148,72 @@ def test_a_controller_reset_mid_session_is_detected_and_the_rig_restored(control
     ctl.wait_idle(10)
     ctl.set_lights({0: 200, 1: 90})
     ctl.link.command("reset")  # the watchdog reboots the controller: limits stay, pose and lights are lost
-    time.sleep(0.5)
-    state = ctl.wait_idle(10)  # the driver sees the banner and restores before reporting
+    state = ctl.wait_idle(10)  # the driver sees the reset (banner or session token) and restores before reporting
     assert ctl.resets_seen == 1
     assert state.lights[:2] == (200, 90)
     assert {ch: state.positions[ch] for ch in pose} == pose
     ctl.close()
 
 
-def test_after_host_silence_the_driver_relights_and_reposes_before_reporting(controller: str) -> None:
+def test_after_host_silence_the_controller_goes_safe_and_the_driver_relights_and_reposes(controller: str) -> None:
     rig = load_rig(REPO / "calibration" / "sim-rig.yaml").model_copy(deep=True)
     ctl = RigController(Link.open(controller, reply_timeout_s=0.5), rig)
     ctl.setup()
-    ctl.link.command("timeout 200")
-    ctl.move(rig.pose_targets("right_high"), 0)
+    events = _record_events(ctl.link)
+    pose = rig.pose_targets("right_high")
+    ctl.move(pose, 0)
     ctl.wait_idle(10)
     ctl.set_lights({0: 120, 1: 30})
-    time.sleep(0.6)  # silence: the controller turns the lights off and says so
-    state = ctl.state()
-    assert state.lights[:2] == (120, 30) and not state.flags & 0x02
+    ctl.link.command("timeout 200")
+    _wait_for_event(ctl.link, events, "safe")  # silence: the controller says it went safe ...
+    raw = ctl.link.command("status")  # ... and is: lights off, safe flag set (read past the driver)
+    assert " light=0,0 " in raw and int(raw.split("flags=")[1].split()[0], 16) & 0x02, raw
+    restores = ctl.restores
+    state = ctl.state()  # the driver restores pose and lights before it reports
+    assert ctl.restores == restores + 1
+    assert state.lights[:2] == (120, 30)
+    assert {ch: state.positions[ch] for ch in pose} == pose
+    raw = ctl.link.command("status")
+    assert not int(raw.split("flags=")[1].split()[0], 16) & 0x02 and " light=120,30 " in raw, raw
     ctl.close()
+
+
+def _drop_replies(n: int) -> Callable[[bytes], bytes | None]:
+    """Lose the controller's next n reply lines, then pass everything."""
+    state = {"left": n}
+
+    def mangle(line: bytes) -> bytes | None:
+        if state["left"]:
+            state["left"] -= 1
+            return None
+        return line
+    return mangle
+
+
+def test_retransmission_goes_on_while_the_controller_answers(controller: str) -> None:
+    # Twelve replies in a row lost (a bad stretch of a noisy line): the old five retries gave up here.
+    proxy = LossyProxy(controller)
+    try:
+        link = Link.open(proxy.port, reply_timeout_s=0.1)
+        link.resync()
+        proxy.mangle = _drop_replies(12)
+        assert link.command("status").startswith("ms=")
+        assert link.retransmissions == 12
+        link.close()
+    finally:
+        proxy.close()
+
+
+def test_retransmission_gives_up_when_the_controller_is_silent(controller: str) -> None:
+    proxy = LossyProxy(controller)
+    try:
+        link = Link.open(proxy.port, reply_timeout_s=0.1, give_up_s=1.0)
+        link.resync()
+        proxy.mangle = lambda line: None  # the controller's replies never arrive
+        t0 = time.monotonic()
+        with pytest.raises(DeviceError, match="did not answer 'status'.*powered and connected"):
+            link.command("status")
+        assert 1.0 <= time.monotonic() - t0 < 5
+        link.close()
+    finally:
+        proxy.close()

@@ -22,6 +22,7 @@ void app_boot(BootCause cause)
     g_app.reset_pending = false;
     g_app.done_owed = false;
     g_app.safe_owed = false;
+    g_app.session = 0;
     for (uint8_t ch = 0; ch < RIG_LIGHTS; ch++)
         app_set_light(ch, 0);
     bool eeprom_ok = limits_load();

@@ -14,6 +14,7 @@ struct AppState {
     bool reset_pending;        /* restart once the reply is out */
     bool done_owed;            /* "!done" due, waiting for room in the transmit buffer */
     bool safe_owed;            /* "!safe" due, likewise */
+    uint16_t session;          /* host's session token, 0 after every boot (PROTOCOL.md "Sessions") */
 };
 
 extern AppState g_app;

@@ -84,6 +84,8 @@ static void cmd_status(Text &out)
     text_u32(out, g_app.timeout_ms);
     text_str(out, " flags=");
     text_hex(out, g_app.flags);
+    text_str(out, " session=");
+    text_u32(out, g_app.session);
 }
 
 static void cmd_move(uint8_t argc, char **argv, bool more, Text &out)
@@ -195,6 +197,16 @@ static void cmd_limit(uint8_t argc, char **argv, bool more, Text &out)
     text_str(out, "ok");
 }
 
+/* The host's token for "the state I configured": any reset puts it back to 0. */
+static void cmd_session(uint8_t argc, char **argv, Text &out)
+{
+    uint32_t n;
+    if (argc != 2 || !parse_u32(argv[1], 65535, &n))
+        return bad_arg(out);
+    g_app.session = (uint16_t)n;
+    text_str(out, "ok");
+}
+
 static void cmd_timeout(uint8_t argc, char **argv, Text &out)
 {
     uint32_t ms;
@@ -214,7 +226,7 @@ void commands_exec(char *cmd, Text &out)
     const char *c = argv[0];
     bool known = !strcmp(c, "hello") || !strcmp(c, "status") || !strcmp(c, "move") ||
                  !strcmp(c, "light") || !strcmp(c, "park") || !strcmp(c, "limit") ||
-                 !strcmp(c, "timeout") || !strcmp(c, "reset");
+                 !strcmp(c, "timeout") || !strcmp(c, "reset") || !strcmp(c, "session");
     if (!known)
         return err(out, "1 unknown-command");
     if (!strcmp(c, "hello"))
@@ -231,6 +243,8 @@ void commands_exec(char *cmd, Text &out)
         return cmd_limit(argc, argv, more, out);
     if (!strcmp(c, "timeout"))
         return cmd_timeout(argc, argv, out);
+    if (!strcmp(c, "session"))
+        return cmd_session(argc, argv, out);
     /* reset */
     if (argc != 1)
         return bad_arg(out);

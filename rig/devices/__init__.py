@@ -30,11 +30,16 @@ class MotionState:
     targets: tuple[int, ...]
     lights: tuple[int, ...]  # 0..255
     moving: bool
-    flags: int
+    flags: int  # controller-specific diagnostics (shown by jog); the engine does not rely on them
+    # How often the driver found the controller had lost the commanded state (a reset, a safe state)
+    # and re-applied it: a change between two readings means the state did not hold in between.
+    restores: int = 0
 
 
 class Motion(Protocol):
     """Servos and lights behind one controller."""
+
+    retransmissions: int  # commands resent over a damaged line since connect (0 if the link never resends)
 
     def move(self, targets: dict[int, int], duration_ms: int = 0) -> None:
         """Start a coordinated move of the named channels to absolute pulses."""
@@ -49,7 +54,7 @@ class Motion(Protocol):
         """Query the controller now."""
 
     def park(self) -> None:
-        """Lights off, servos to their park pulses (the safe state)."""
+        """Lights off, servos to their park pulses (the safe state); confirm with wait_idle()."""
 
     def close(self) -> None: ...
 

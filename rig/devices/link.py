@@ -2,6 +2,9 @@
 
 Every command goes out as `#<seq> <command>*<crc>`; a lost or corrupted reply is retransmitted with
 the same sequence number, which the controller answers from its cache without executing twice.
+Retransmission is bounded by time, not by a count: on a noisy line most replies may arrive damaged,
+yet the command goes through as long as the controller answers at all. Only `give_up_s` without a
+single intact line from the controller (it is off, unplugged, or on another baud rate) ends it.
 Events (`!...`) arriving between replies are handed to a callback.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import binascii
 import logging
+import re
 import time
 from typing import Callable
 
@@ -41,6 +45,10 @@ def check_crc(line: str) -> str | None:
     return body if ok else None
 
 
+# A plain error reply: the controller received a line it could not read as a checked frame (ours, damaged).
+_PLAIN_ERR = re.compile(r"err \d+ [a-z-]+")
+
+
 class PortUnavailable(DeviceError):
     """The serial port could not be opened at all (wrong path, unplugged, no permission)."""
 
@@ -56,10 +64,10 @@ class ControllerError(DeviceError):
 class Link:
     """Stop-and-wait command link with retransmission; one command at a time."""
 
-    def __init__(self, port: serial.SerialBase, name: str, reply_timeout_s: float = 0.5, retries: int = 5,
+    def __init__(self, port: serial.SerialBase, name: str, reply_timeout_s: float = 0.3, give_up_s: float = 10.0,
                  on_event: Callable[[str], None] | None = None) -> None:
         self.port, self.name = port, name
-        self.reply_timeout_s, self.retries = reply_timeout_s, retries
+        self.reply_timeout_s, self.give_up_s = reply_timeout_s, give_up_s
         self.on_event = on_event or (lambda e: log.info("controller event: %s", e))
         self.seq = int(time.monotonic() * 1000) % 60000  # unlikely to equal a cached seq after a host restart
         self._buf = b""
@@ -79,23 +87,37 @@ class Link:
         self.port.close()
 
     def command(self, text: str) -> str:
-        """Send one command, return the `ok` payload; raise ControllerError on `err`."""
+        """Send one command, return the `ok` payload; raise ControllerError on `err`.
+
+        Retransmits (same sequence number) after a reply time-out or a damaged line, for as long as
+        the controller keeps answering; gives up after `give_up_s` without an intact line from it,
+        or after ten times that in all (a controller that answers, but never this command).
+        """
         self.seq = (self.seq + 1) % 65536
         wire = frame(self.seq, text)
         prefix = f"#{self.seq} "
-        for attempt in range(self.retries + 1):
-            if attempt:
+        started = heard = time.monotonic()
+        tries = 0
+        while True:
+            if tries:
                 self.retransmissions += 1
-                log.debug("retransmitting #%d %s (try %d)", self.seq, text, attempt + 1)
+                log.debug("retransmitting #%d %s (try %d)", self.seq, text, tries + 1)
+            tries += 1
             self._write(wire)
             deadline = time.monotonic() + self.reply_timeout_s
             while (line := self._read_line(deadline)) is not None:
                 if line.startswith("!"):
-                    self._event(line)
+                    if self._event(line):
+                        heard = time.monotonic()
                     continue
                 body = check_crc(line)
-                if body is None or not body.startswith(prefix):
-                    continue  # corrupted, or a late reply to an earlier command: not ours
+                if body is None:
+                    if _PLAIN_ERR.fullmatch(line):  # our line arrived damaged: the controller is there
+                        heard = time.monotonic()
+                    break  # a damaged line, most likely our reply: ask again now rather than at the time-out
+                heard = time.monotonic()
+                if not body.startswith(prefix):
+                    continue  # a late reply to an earlier command: not ours
                 reply = body[len(prefix):]
                 if reply == "ok" or reply.startswith("ok "):
                     return reply[3:]
@@ -103,8 +125,10 @@ class Link:
                 if code == "4":  # our line arrived corrupted: send it again
                     break
                 raise ControllerError(text, int(code) if code.isdigit() else -1, rest)
-        raise DeviceError(f"controller at {self.name} did not answer '{text}' after {self.retries + 1} tries; "
-                          "check that it is powered and connected")
+            now = time.monotonic()
+            if now - heard > self.give_up_s or now - started > 10 * self.give_up_s:
+                raise DeviceError(f"controller at {self.name} did not answer '{text}' ({tries} tries in "
+                                  f"{now - started:.0f} s); check that it is powered and connected")
 
     def poll_events(self, timeout_s: float = 0.0) -> None:
         """Read and dispatch any events that arrived while no command was running."""
@@ -119,12 +143,14 @@ class Link:
         self.poll_events(0.05)
         return self.command("hello")
 
-    def _event(self, line: str) -> None:
+    def _event(self, line: str) -> bool:
+        """Hand an intact event to the callback; False for a damaged one (dropped)."""
         body = check_crc(line)
         if body is None:
-            log.warning("dropped corrupted event line %r", line)
-            return
+            log.info("dropped corrupted event line %r", line)
+            return False
         self.on_event(body[1:])
+        return True
 
     def _write(self, data: bytes) -> None:
         try:

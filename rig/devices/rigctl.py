@@ -1,14 +1,17 @@
 """Driver for the rigctl controller (servos + lights), real board or twin, over a `Link`.
 
-On connect it resynchronises, checks the protocol version and channel counts, and makes the
-controller's stored limits equal the rig file's. If the controller resets mid-session (a `!boot`
-event) or entered its safe state after host silence (`!safe`), the next call re-applies limits,
-pose and lights before doing anything else.
+On connect it resynchronises, checks the protocol version and channel counts, makes the
+controller's stored limits equal the rig file's and sets a fresh session token (PROTOCOL.md
+"Sessions"). Every `status` carries the token back: one that differs means the controller reset,
+whether or not its `!boot` line arrived. Then, as after a `!boot` or `!safe` event, the driver
+re-applies limits, token, pose and lights before anything else, and counts it in
+`MotionState.restores` so the engine knows the state it confirmed earlier did not hold.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 
 from rig.config import RigConfig
@@ -38,12 +41,14 @@ class RigController:
         self._lights: dict[int, int] = {}
         self._needs_restore = False
         self._connected = False  # a banner before setup is done is just this connection's start
+        self._token = 0  # the session token this host set; 0: none yet
         self.resets_seen = 0
+        self.restores = 0
 
     @classmethod
     def connect(cls, url: str, rig: RigConfig) -> RigController:
         c = rig.controller
-        ctl = cls(Link.open(url, c.baudrate, reply_timeout_s=c.reply_timeout_s, retries=c.retries), rig)
+        ctl = cls(Link.open(url, c.baudrate, reply_timeout_s=c.reply_timeout_s, give_up_s=c.give_up_s), rig)
         ctl.setup()
         return ctl
 
@@ -59,6 +64,11 @@ class RigController:
         if servos < need_s or lights < need_l:
             raise DeviceError(f"controller at {self.link.name} has {servos} servo and {lights} light channels; "
                               f"the rig file needs {need_s} and {need_l}")
+        # The token first: a reset at any point after it (even mid-setup) shows in every later status.
+        old, self._token = self._token, random.randrange(1, 65536)
+        while self._token == old:  # a fresh token every time: an old one must never confirm a new state
+            self._token = random.randrange(1, 65536)
+        self.link.command(f"session {self._token}")
         for name, s in self.rig.servos.items():
             want = f"ch={s.channel} min={s.min} max={s.max} park={s.park} slew={s.slew}"
             if self.link.command(f"limit {s.channel}") != want:
@@ -67,6 +77,10 @@ class RigController:
         self.link.command(f"timeout {self.rig.controller.host_timeout_ms}")
         self._needs_restore = False
         self._connected = True
+
+    @property
+    def retransmissions(self) -> int:
+        return self.link.retransmissions
 
     def _on_event(self, event: str) -> None:
         if not self._connected:
@@ -87,8 +101,8 @@ class RigController:
         self.link.poll_events()
         if not self._needs_restore:
             return
-        self._needs_restore = False
-        self._connected = False
+        self._connected = False  # until setup() is through, a failure leaves the restore pending
+        self.restores += 1
         self.setup()
         if self._targets:
             self._send_move(self._targets, self.rig.motion.move_ms)
@@ -123,8 +137,13 @@ class RigController:
 
     def _query(self) -> MotionState:
         f = _fields(self.link.command("status"))
+        if self._connected and not self._needs_restore and f.get("session") != str(self._token):
+            log.warning("controller at %s reports session %s, not ours (%d): it reset (its banner was lost); "
+                        "re-applying limits, pose and lights", self.link.name, f.get("session"), self._token)
+            self.resets_seen += 1
+            self._needs_restore = True
         return MotionState(_ints(f["pos"]), _ints(f["target"]), _ints(f["light"]), f["moving"] == "1",
-                           int(f["flags"], 16))
+                           int(f["flags"], 16), self.restores)
 
     def wait_idle(self, timeout_s: float) -> MotionState:
         deadline = time.monotonic() + timeout_s

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -68,13 +69,18 @@ class AvrSimulator:
             try:
                 if kind == "servo":
                     servos[int(kv["ch"])] = float(kv["last"])
-                elif kind == "light":
-                    lights[int(kv["ch"])] = int(kv["level"])
+                elif kind == "light":  # the PWM duty 0..255, not the pin's level (0/1) at this instant
+                    lights[int(kv["ch"])] = int(kv["duty"])
             except (KeyError, ValueError):
                 return None  # caught mid-rewrite
         if not servos or not lights:
             return None
         return tuple(servos[c] for c in sorted(servos)), tuple(lights[c] for c in sorted(lights))
+
+    def power_cycle(self) -> None:
+        """The AVR loses power for a moment (rigsim's SIGUSR1): it boots again, EEPROM kept."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

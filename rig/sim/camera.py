@@ -5,6 +5,10 @@
 worker thread that renders and JPEG-encodes, as a real camera processes its photo while the host
 moves on); `download` waits the transfer time and returns the JPEG. Latencies come from the rig
 file's `sim:` timing profile, multiplied by `time_scale`.
+
+Every JPEG carries the physical state it was taken in (servo pulses and light levels as the
+simulator measured them, e.g. on the AVR's pins) in a JPEG comment, so tests can check each accepted
+photo against the plan with ground truth instead of the controller's own readback.
 """
 
 from __future__ import annotations
@@ -45,7 +49,10 @@ class SimCamera:
         pulses, lights = self.physical_source()
         scene = Scene(self.frame_source(), pulses, lights)
         self._wait("exposure_s")
-        return Shot(next(self._numbers), {"jpeg": self._processor.submit(self.studio.jpeg, scene)})
+        return Shot(next(self._numbers), {"jpeg": self._processor.submit(self._jpeg, scene)})
+
+    def _jpeg(self, scene: Scene) -> bytes:
+        return with_truth(self.studio.jpeg(scene), scene.pulses, scene.lights)
 
     def download(self, shot: Shot) -> Sequence[CameraFile]:
         self._wait("download_s")
@@ -56,3 +63,25 @@ class SimCamera:
     def close(self) -> None:
         if self._processor is not None:
             self._processor.shutdown(wait=False, cancel_futures=True)
+
+
+_TRUTH = b"rig-sim truth "
+
+
+def with_truth(jpeg: bytes, pulses: Sequence[float], lights: Sequence[int]) -> bytes:
+    """The JPEG with a comment segment (COM, right after SOI) naming the physical state it shows."""
+    text = _TRUTH + (f"pulses={','.join(f'{p:.2f}' for p in pulses)} "
+                     f"lights={','.join(str(int(v)) for v in lights)}").encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[2:]
+
+
+def truth(jpeg: bytes) -> tuple[tuple[float, ...], tuple[int, ...]] | None:
+    """(pulses, lights) a simulated photo was taken at, from its comment; None if it has none."""
+    if jpeg[2:4] != b"\xff\xfe":
+        return None
+    n = int.from_bytes(jpeg[4:6], "big")
+    text = jpeg[6:4 + n]
+    if not text.startswith(_TRUTH):
+        return None
+    kv = dict(p.split("=", 1) for p in text[len(_TRUTH):].decode().split())
+    return tuple(float(v) for v in kv["pulses"].split(",")), tuple(int(v) for v in kv["lights"].split(","))

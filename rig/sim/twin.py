@@ -62,6 +62,7 @@ class Controller:
         self.move_t0, self.move_s = now, 0.0  # one move at a time, like the firmware
         self.lights = [0] * self.n_lights
         self.timeout_ms = 10000
+        self.session = 0  # the host's token; every boot clears it
         self.last_rx = now
         self.flags = 0x04 if cause == "watchdog" else 0
         self.last_seq: int | None = None
@@ -151,7 +152,7 @@ class Controller:
         name, args = words[0], words[1:]
         handler = {"hello": self._hello, "status": self._status, "move": self._move, "light": self._light,
                    "park": self._park, "limit": self._limit, "timeout": self._timeout,
-                   "reset": self._reset}.get(name)
+                   "reset": self._reset, "session": self._session}.get(name)
         if handler is None:
             return "err 1 unknown-command"
         try:
@@ -171,7 +172,7 @@ class Controller:
         moving = int(self._moving(now))
         ms = int((now - self.t_boot) * 1000) % 2**32
         return (f"ok ms={ms} moving={moving} pos={pos} target={tgt} light={','.join(map(str, self.lights))} "
-                f"timeout={self.timeout_ms} flags={self.flags:x}")
+                f"timeout={self.timeout_ms} flags={self.flags:x} session={self.session}")
 
     def _pairs(self, args: list[str], count: int, lo: int = 0, hi: int = 10**MAX_DIGITS - 1) -> dict[int, int] | str:
         pairs: dict[int, int] = {}
@@ -264,6 +265,12 @@ class Controller:
         self.timeout_ms = _number(args[0], 0, MAX_MS)
         return "ok"
 
+    def _session(self, args: list[str]) -> str:
+        if len(args) != 1:
+            raise _BadArgument
+        self.session = _number(args[0], 0, 65535)
+        return "ok"
+
     def _reset(self, args: list[str]) -> str:
         _no_args(args)
         self.pending_reset = True
@@ -324,6 +331,11 @@ class TwinServer:
     def physical(self) -> tuple[tuple[float, ...], tuple[int, ...]]:
         with self.lock:
             return self.controller.physical()
+
+    def power_cycle(self) -> None:
+        """The controller loses power for a moment: it boots again (servos at park, lights off)."""
+        with self.lock:
+            self.controller.boot("power")
 
     def _send(self, lines: list[str]) -> None:
         for line in lines:
