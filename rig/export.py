@@ -49,7 +49,11 @@ def export(store: RunStore, out: Path, replace: bool = False) -> Exported:
     except OSError as e:
         raise ConfigError(f"--out {out}: cannot create it ({e.strerror}); choose a writable place") from None
     with _locked(out.parent):
-        _recover(out)
+        try:
+            _recover(out)
+        except OSError as e:
+            raise ConfigError(f"--out {out}: cannot clean up after an interrupted export ({e.strerror}: "
+                              f"{e.filename}); fix that, or remove it, then export again") from None
         _check_replace(store, out, replace)
         partial = _sibling(out, "partial")
         try:
@@ -72,7 +76,11 @@ def export(store: RunStore, out: Path, replace: bool = False) -> Exported:
                                   f"{': ' + str(e.filename) if e.filename else ''}); nothing was replaced; "
                                   f"{what} or choose another --out") from None
             raise
-        _swap(partial, out)
+        try:
+            _swap(partial, out)
+        except OSError as e:
+            raise ConfigError(f"--out {out}: cannot put the export in place ({e.strerror}: {e.filename}); "
+                              "fix that, then export again") from None
     return Exported(photos, counts)
 
 
@@ -83,7 +91,10 @@ def _sibling(out: Path, kind: str) -> Path:
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """One export at a time per parent folder (the kernel drops the lock if the process dies)."""
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot open {folder} ({e.strerror}); choose a place you can write") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -107,7 +118,7 @@ def _swap(partial: Path, out: Path) -> None:
     _fsync_dir(out.parent)
     if old.exists():
         os.replace(old, trash)
-        shutil.rmtree(trash)
+        shutil.rmtree(trash, ignore_errors=True)  # what a failure leaves, the next export removes
 
 
 def _recover(out: Path) -> None:
