@@ -49,11 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = sub.add_parser("status", help="planned / done / failed / pending, rate and ETA")
     p.add_argument("session", type=Path)
+    p.add_argument("--verify", action="store_true",
+                   help="rehash every file the run keeps against its recorded size and sha256 (exit 1 if any differ)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("export", help="write the run as a CheXpert-style data set")
     p.add_argument("session", type=Path)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--replace", action="store_true", help="overwrite an export of another run in --out")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("calibrate", help="measure the rig from photos of a ChArUco board on its monitor")
@@ -362,8 +365,37 @@ def cmd_status(args: argparse.Namespace) -> int:
             out.print(f"  {image_id} {label} r{rep}: {reason}", highlight=False, soft_wrap=True)
         out.print(f"retake the failed items with: {rig_command()} run {session.path} --retry-failed", highlight=False,
                   soft_wrap=True)
-    store.close()
-    return 0
+    try:
+        return _verify(store, out) if args.verify else 0
+    finally:
+        store.close()
+
+
+def _verify(store: RunStore, out: Console) -> int:
+    from rig.verify import verify
+
+    with console.status("rehashing the run's files ...") as spinner:
+        seen = 0
+
+        def on_file(size: int) -> None:
+            nonlocal seen
+            seen += 1
+            if seen % 200 == 0:
+                spinner.update(f"rehashing the run's files ... {seen}")
+
+        files, size, problems = verify(store, on_file)
+    if not problems:
+        out.print(f"verified {files} files ({size / 1e6:.1f} MB): every one matches its recorded size and sha256",
+                  highlight=False)
+        return 0
+    out.print(f"[bold red]{len(problems)} of {files} files missing or changed:[/]", highlight=False)
+    for p in problems[:50]:
+        out.print(f"  {store.root / p.path} ({p.status}, {p.shows}): {p.what}", highlight=False, soft_wrap=True)
+    if len(problems) > 50:
+        out.print(f"  ... and {len(problems) - 50} more", highlight=False)
+    out.print("restore them from a backup of the run folder; the run store still holds their sha256 to check "
+              "the restored copies against", highlight=False, soft_wrap=True)
+    return 1
 
 
 def _duration(seconds: float) -> str:
@@ -375,9 +407,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rig.export import export
 
     _, store = _existing_store(args.session)
-    n = export(store, args.out)
-    store.close()
-    Console().print(f"exported {n} photos and captures.csv to {args.out}")
+    try:
+        result = export(store, args.out, replace=args.replace)
+    finally:
+        store.close()
+    c = result.counts
+    Console(soft_wrap=True, highlight=False).print(
+        f"exported {result.photos} photos and captures.csv to {args.out}: {c.done}/{c.planned} done, "
+        f"{c.failed} failed, {c.pending} pending")
+    if c.pending:
+        console.print(f"[bold yellow]incomplete:[/] the run is not finished; resume it with: rig run {args.session}, "
+                      "then export again", highlight=False)
+    elif c.failed:
+        console.print(f"[bold yellow]incomplete:[/] {c.failed} item(s) failed for good; "
+                      f"'rig status {args.session}' lists why", highlight=False)
     return 0
 
 

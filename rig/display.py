@@ -4,7 +4,7 @@ With no screen (CI, ssh) SDL's dummy driver gives an off-screen surface of the c
 which the simulated camera photographs exactly as a real camera would photograph the monitor.
 
 Fiducials: with a session's `fiducials: true` the x-ray is letterboxed between two reserved bands
-at the left and right edges, and each band carries inverted ArUco markers (DICT_4X4_1000, white on the black
+at the left and right edges, and each band carries inverted ArUco markers (DICT_5X5_1000, white on the black
 letterbox): a fixed marker
 at each screen corner (ids 0-3, for geometry) and three markers that spell the shown frame's id in
 base 996 (ids 4-999), the same on both sides. QA decodes them from the photo (rig/qa.py).
@@ -28,7 +28,10 @@ from rig.errors import DeviceError
 from rig.manifest import inside_root
 
 
-MARKER_DICT = cv2.aruco.DICT_4X4_1000
+# 5x5 codes at least 5 bits apart under rotation: DICT_4X4_1000's codes are only 2 apart, and marker
+# 688 drawn inverted held a smaller square that decoded as 17 (tests/test_fiducials.py reads every id).
+MARKER_DICT = cv2.aruco.DICT_5X5_1000
+MARKER_CELLS = 7  # 5 bits across plus the border
 CORNER_IDS = (0, 1, 2, 3)  # top-left, top-right, bottom-right, bottom-left
 DIGIT_BASE = 996  # digit markers are ids 4..999
 DIGITS = 3  # frame ids below 996**3 (~988 million shown frames per run)
@@ -58,7 +61,10 @@ class FiducialLayout:
 
 
 def fiducial_layout(width: int, height: int) -> FiducialLayout:
-    marker = max(12, round(0.1 * min(height, width * 0.8)))
+    # A marker cell is 1/60 of the screen (as the 4x4 markers' cells were): the 7 cells of a 5x5 marker
+    # (5 bits and the border) then read as reliably in the photo.
+    cell = min(height, width * 0.8) / 60
+    marker = max(14, round(MARKER_CELLS * cell))
     quiet = max(3, marker // 5)
     return FiducialLayout(width, height, marker, quiet, marker + 2 * quiet)
 
@@ -84,7 +90,8 @@ def digits_frame_id(marker_ids: list[int]) -> int:
 _MARKERS: dict[tuple[int, int], np.ndarray] = {}
 
 
-def _marker(marker_id: int, side: int) -> np.ndarray:
+def marker_image(marker_id: int, side: int) -> np.ndarray:
+    """The marker as the display draws it (white on black), `side` px square."""
     key = (marker_id, side)
     if key not in _MARKERS:
         dictionary = cv2.aruco.getPredefinedDictionary(MARKER_DICT)
@@ -100,7 +107,7 @@ def draw_fiducials(canvas: np.ndarray, frame_id: int, layout: FiducialLayout) ->
     m = layout.marker
     for kind, index, x, y in layout.slots():
         marker_id = CORNER_IDS[index] if kind == "corner" else digits[index]
-        out[y:y + m, x:x + m] = _marker(marker_id, m)[..., None]
+        out[y:y + m, x:x + m] = marker_image(marker_id, m)[..., None]
     return out
 
 

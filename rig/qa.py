@@ -75,6 +75,7 @@ class PhotoQA:
         params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
         params.detectInvertedMarker = True  # the display draws them white on black
         params.perspectiveRemovePixelPerCell = 8  # read bits from a finer resampling: small markers decode
+        params.perspectiveRemoveIgnoredMarginPerCell = 0.25  # read each cell's middle: blur smears its edges
         self.detector = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(MARKER_DICT), params)
 
     def _detect(self, gray: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:

@@ -431,10 +431,21 @@ class RunStore:
         """Every accepted capture with its image and condition, in plan order, for export."""
         yield from self.db.execute(
             """SELECT im.study_id, im.image_id, im.source, im.labels, c.label, it.rep, a.attempt_id,
-                      a.photo, a.sha256, a.registered
+                      a.photo, a.sha256, a.registered, a.file_hashes
                FROM attempts a JOIN items it ON it.seq = a.seq
                JOIN images im ON im.image_no = it.image_no JOIN conditions c ON c.condition_no = it.condition_no
                WHERE a.status = 'accepted' ORDER BY it.seq""")
+
+    def kept_files(self) -> Iterator[tuple[str, str, dict[str, object]]]:
+        """(attempt status, what it shows, {path, bytes, sha256}) of every file the run keeps."""
+        for status, image_id, label, rep, files in self.db.execute(
+                """SELECT a.status, im.image_id, c.label, it.rep, a.file_hashes FROM attempts a
+                   LEFT JOIN items it ON it.seq = a.seq LEFT JOIN images im ON im.image_no = it.image_no
+                   LEFT JOIN conditions c ON c.condition_no = it.condition_no
+                   WHERE a.file_hashes IS NOT NULL ORDER BY a.attempt_id"""):
+            shows = f"{image_id} {label} r{rep}" if image_id is not None else "no longer planned"
+            for f in json.loads(files):
+                yield status, shows, f
 
     # ------------------------------------------------------------ writing captures
 
