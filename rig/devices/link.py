@@ -122,8 +122,8 @@ class Link:
                 if reply == "ok" or reply.startswith("ok "):
                     return reply[3:]
                 code, _, rest = reply.removeprefix("err ").partition(" ")
-                if code == "4":  # our line arrived corrupted: send it again
-                    break
+                if code in ("4", "8"):  # our line arrived corrupted, or the controller had no room to answer
+                    break  # yet (PROTOCOL.md "Flow"): nothing was executed, send it again
                 raise ControllerError(text, int(code) if code.isdigit() else -1, rest)
             now = time.monotonic()
             if now - heard > self.give_up_s or now - started > 10 * self.give_up_s:
