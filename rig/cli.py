@@ -83,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     fl.add_argument("--baud", type=int, default=115200, help="bootloader baud rate (old Nanos: 57600)")
     p.set_defaults(func=cmd_firmware)
 
+    p = sub.add_parser("synth", help="CheXphoto's synthetic photographic transformations of a manifest's images")
+    from rig.synth.runner import add_arguments as synth_arguments, main as cmd_synth
+    synth_arguments(p)
+    p.set_defaults(func=cmd_synth)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
