@@ -7,11 +7,11 @@ import argparse
 import csv
 import hashlib
 import io
+import itertools
 import os
 import shutil
 import time
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -126,6 +126,7 @@ def _run(args: argparse.Namespace, spec: Spec, manifest: Manifest, journal: Jour
         if row.image_id not in journal.done:
             todo.append(Item(row.image_id, row.file, output_rel(spec, row.image_id, row.source)))
     already = total - len(todo)
+    client = _connect(args.scheduler) if args.scheduler else None
     where = f"Dask scheduler {args.scheduler}" if args.scheduler else f"{_workers(args)} local worker(s)"
     if already:
         console.print(f"resuming {out}: {already} of {total} image(s) already done, {len(todo)} to go")
@@ -139,9 +140,9 @@ def _run(args: argparse.Namespace, spec: Spec, manifest: Manifest, journal: Jour
     task = progress.add_task("synth", total=total, completed=already, rate="", failed=0)
     stop: str | None = None
     batches = _batches(todo, spec)
-    runner = _dask if args.scheduler else _local
+    outcomes = _dask(client, spec, batches) if client is not None else _local(args, spec, batches)
     with progress:
-        for outcome in runner(args, spec, batches):
+        for outcome in outcomes:
             if outcome.write_error:
                 stop = outcome.reason
                 break
@@ -150,6 +151,8 @@ def _run(args: argparse.Namespace, spec: Spec, manifest: Manifest, journal: Jour
             failed_now += not outcome.ok
             rate = (made + failed_now) / max(1e-9, time.monotonic() - started)
             progress.update(task, advance=1, rate=f"{rate:.1f} img/s", failed=failed_now)
+    if client is not None:
+        client.close()  # type: ignore[attr-defined]
     journal.sync()
     shutil.rmtree(out / TMP_DIR, ignore_errors=True)
     if stop:
@@ -186,50 +189,45 @@ def _local(args: argparse.Namespace, spec: Spec, batches: Iterable[list[Item]]) 
         yield from _drain(lambda b: pool.submit(process_batch, spec, b), batches, 3 * n)
 
 
-def _dask(args: argparse.Namespace, spec: Spec, batches: Iterable[list[Item]]) -> Iterator[Outcome]:
-    """The same tasks on a Dask cluster; its workers read the inputs and write --out on a shared path."""
+def _connect(address: str) -> object:
+    """A client of the Dask scheduler at `address`, or a one-line error (before any output is made)."""
     try:
         from distributed import Client
     except ImportError:
         raise ConfigError("--scheduler: the Dask 'distributed' package is not installed; pip install 'rig[dask]'") from None
     try:
-        client = Client(args.scheduler, timeout="20s", set_as_default=False)
+        return Client(address, timeout="15s")
     except (OSError, TimeoutError, ValueError) as e:
-        raise ConfigError(f"--scheduler: cannot reach {args.scheduler} ({e}); check the address") from None
-    try:
-        slots = max(1, sum(client.nthreads().values()))
-        yield from _drain(lambda b: client.submit(process_batch, spec, b, pure=False), batches, 3 * slots)
-    finally:
-        client.close()
+        raise ConfigError(f"--scheduler: cannot reach {address} ({e}); check the address") from None
 
 
-def _drain(submit: Callable[[list[Item]], object], batches: Iterable[list[Item]], window: int) -> Iterator[Outcome]:
+def _dask(client: object, spec: Spec, batches: Iterable[list[Item]]) -> Iterator[Outcome]:
+    """The same tasks on a Dask cluster; its workers read the inputs and write --out on a shared path."""
+    from distributed import as_completed
+
+    window = 3 * max(1, sum(client.nthreads().values()))  # type: ignore[attr-defined]
+    it = iter(batches)
+    running = as_completed([client.submit(process_batch, spec, b, pure=False)  # type: ignore[attr-defined]
+                            for b in itertools.islice(it, window)])
+    for fut in running:
+        yield from fut.result()
+        nxt = next(it, None)
+        if nxt is not None:
+            running.add(client.submit(process_batch, spec, nxt, pure=False))  # type: ignore[attr-defined]
+
+
+def _drain(submit: Callable[[list[Item]], Future], batches: Iterable[list[Item]], window: int) -> Iterator[Outcome]:
     """Keep `window` tasks in flight; yield outcomes as tasks finish, in any order (the outputs do not
     depend on it)."""
     it = iter(batches)
-    pending: set = set()
-    for batch in it:
-        pending.add(submit(batch))
-        if len(pending) >= window:
-            break
+    pending = {submit(b) for b in itertools.islice(it, window)}
     while pending:
-        done, pending = _wait(pending)
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
         for fut in done:
             yield from fut.result()
             nxt = next(it, None)
             if nxt is not None:
                 pending.add(submit(nxt))
-
-
-def _wait(pending: set) -> tuple[set, set]:
-    first = next(iter(pending))
-    if hasattr(first, "client"):  # a Dask future
-        from distributed import wait as dask_wait
-
-        res = dask_wait(list(pending), return_when="FIRST_COMPLETED")
-        return set(res.done), set(res.not_done)
-    done, not_done = wait(pending, return_when=FIRST_COMPLETED)
-    return set(done), set(not_done)
 
 
 def write_csvs(spec: Spec, manifest: Manifest, journal: Journal) -> list[Path]:
