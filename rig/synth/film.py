@@ -14,7 +14,7 @@ import math
 import cv2
 import numpy as np
 
-from rig.synth.base import Context, Params, Perturbation, register
+from rig.synth.base import Context, Params, Perturbation, register, row_blocks
 
 _FOG = {1: 0.10, 2: 0.18, 3: 0.26, 4: 0.35}  # base + fog density
 _FALLOFF = {1: 0.10, 2: 0.20, 3: 0.30, 4: 0.40}  # lightbox brightness lost at its corners
@@ -23,8 +23,6 @@ _MARGIN = {1: 0.02, 2: 0.04, 3: 0.06, 4: 0.08}  # bare lightbox around the film,
 _CURL = {1: 0.004, 2: 0.010, 3: 0.018, 4: 0.028}  # edge curl, fraction of the height
 _GRAIN = {1: 0.015, 2: 0.025, 3: 0.035, 4: 0.05}  # grain, relative transmittance noise
 _TINT = {1: 0.04, 2: 0.07, 3: 0.10, 4: 0.13}  # blue base: red and green lose this much (x2 for red)
-_ENC_STEPS = 4095
-_ENCODE = (255.0 * (np.arange(_ENC_STEPS + 1) / _ENC_STEPS) ** (1 / 2.2) + 0.5).astype(np.uint8)
 
 
 def _transmittance_lut(fog: float, density_range: float) -> np.ndarray:
@@ -33,24 +31,20 @@ def _transmittance_lut(fog: float, density_range: float) -> np.ndarray:
     return (10.0 ** -(fog + (1 - v) * density_range)).astype(np.float32)
 
 
-def _maps(h: int, w: int, margins: np.ndarray, curl: float, step: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """For each photo pixel, where it falls on the film (pixels of the source image): the film
-    shrunk into the frame's margins, its top and bottom edges bowed by the curl."""
+def _maps(h: int, w: int, margins: np.ndarray, curl: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each photo pixel, where it falls on the film (source pixels): the film shrunk into the
+    frame's margins, its top and bottom edges bowed by the curl. x depends on the column only and the
+    bow is a product of a column and a row term, so both maps are broadcasts, not per-pixel solves."""
     left, right, top, bottom = margins
-    gx = np.arange(0, w + step, step, dtype=np.float64)
-    gy = np.arange(0, h + step, step, dtype=np.float64)
-    xs, ys = np.meshgrid(gx, gy)
-    u = (xs / w - left) / (1 - left - right)  # 0..1 across the film
-    v = (ys / h - top) / (1 - top - bottom)
+    u = ((np.arange(w) + 0.5) / w - left) / (1 - left - right)  # 0..1 across the film
+    v = ((np.arange(h) + 0.5) / h - top) / (1 - top - bottom)
     xn = 2 * u - 1
-    v = v + curl * (h / (h * (1 - top - bottom))) * (xn * xn - 1 / 3) * (2 * v - 1)  # bow, strongest at the edges
-    mx = (u * w - 0.5).astype(np.float32)
-    my = (v * h - 0.5).astype(np.float32)
-    fx = np.arange(w, dtype=np.float32) / step
-    fy = np.arange(h, dtype=np.float32) / step
-    px, py = np.meshgrid(fx, fy)
-    return (cv2.remap(mx, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
-            cv2.remap(my, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    bow = curl * (xn * xn - 1 / 3)  # strongest at the film's left and right ends
+    mx = np.empty((h, w), np.float32)
+    mx[:] = (u * w - 0.5).astype(np.float32)[None, :]
+    my = np.multiply((2 * v - 1).astype(np.float32)[:, None], (h * bow).astype(np.float32)[None, :])
+    my += (v * h - 0.5).astype(np.float32)[:, None]
+    return mx, my
 
 
 def _film(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) -> tuple[np.ndarray, Params]:
@@ -68,24 +62,29 @@ def _film(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) -
     # Grain: clumps about two pixels wide, drawn at half resolution.
     noise = rng.standard_normal(((h + 1) // 2, (w + 1) // 2), dtype=np.float32)
     noise = cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
-    film *= np.float32(1) + np.float32(grain * 1.4) * noise
+    film = cv2.multiply(film, cv2.add(cv2.multiply(noise, grain * 1.4), 1.0))
     mx, my = _maps(h, w, margins, curl)
     seen = cv2.remap(film, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)
 
-    x = np.linspace(-1, 1, w, dtype=np.float32)
-    y = np.linspace(-1, 1, h, dtype=np.float32)
-    light = (np.float32(1) - np.float32(falloff / 2) * x * x)[None, :] - (np.float32(falloff / 2) * y * y)[:, None]
-    light *= (np.float32(1) + np.float32(bands) * np.cos(np.float32(2 * math.pi / tube_period) * np.arange(
-        w, dtype=np.float32) + np.float32(tube_phase)))[None, :]
-    seen *= light
-    seen *= np.float32(exposure * _ENC_STEPS)
-    rgb = np.empty((h, w, 3), np.uint8)
-    for c, gain in enumerate((1 - 2 * tint, 1 - tint, 1.0)):  # R, G, B through the blue base
-        idx = np.clip(seen * np.float32(gain), 0, _ENC_STEPS).astype(np.uint16)
-        rgb[..., c] = np.take(_ENCODE, idx)
+    # The lightbox: fall-off towards its edges and the bands of its tubes (a column and a row term).
+    x = np.linspace(-1, 1, w)
+    y = np.linspace(-1, 1, h)
+    cols = (1 + bands * np.cos(2 * math.pi / tube_period * np.arange(w) + tube_phase))
+    light_x = ((1 - falloff / 2 * x * x) * cols * exposure).astype(np.float32)
+    light_y = (falloff / 2 * y * y).astype(np.float32)
+    cols_e = (cols * exposure).astype(np.float32)[None, :]
+    for rows in row_blocks(h, w):
+        block = seen[rows]
+        block *= light_x[None, :] - light_y[rows, None] * cols_e
+    # The camera's tone curve once on the grey, then the base's tint per channel (a gain before the
+    # curve is a gain after it: (g t)^(1/2.2) = g^(1/2.2) t^(1/2.2)).
+    np.maximum(seen, 0, out=seen)
+    encoded = cv2.pow(seen, 1 / 2.2)
+    channels = [cv2.convertScaleAbs(encoded, alpha=255.0 * gain ** (1 / 2.2), beta=0.0)
+                for gain in (1 - 2 * tint, 1 - tint, 1.0)]  # R, G, B through the blue base
     params = {"fog": fog, "density_range": density_range, "margin": float(margins.mean()), "curl": curl,
               "falloff": falloff, "bands": bands, "grain": grain, "tint": tint}
-    return rgb, params
+    return cv2.merge(channels), params
 
 
 register(Perturbation("film", "an x-ray film on a lightbox, photographed: density curve, base tint, uneven "

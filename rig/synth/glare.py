@@ -8,15 +8,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from rig.synth.base import Context, Params, Perturbation, per_pixel, register, scale, to_uint8
+from rig.synth.base import Context, Params, Perturbation, register, row_blocks, scale
 
 
-def composite_white(img: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Alpha-composite white over the image: img + alpha * (255 - img)."""
-    a = per_pixel(alpha, img)
-    f = img.astype(np.float32)
-    f += a * (np.float32(255) - f)
-    return to_uint8(f)
+def composite_white(img: np.ndarray, terms: list[tuple[np.ndarray, np.ndarray]], cap: float = 1.0) -> np.ndarray:
+    """Alpha-composite white over the image, img + alpha * (255 - img), where alpha is the largest of
+    the outer products (row profile x column profile) in `terms`, at most `cap`; band by band, so the
+    mask never exists as a full float image."""
+    out = np.empty_like(img)
+    for rows in row_blocks(*img.shape[:2]):
+        alpha = None
+        for gy, gx in terms:
+            a = np.multiply(gy[rows, None], gx[None, :])
+            alpha = a if alpha is None else np.maximum(alpha, a, out=alpha)
+        if cap < 1.0:
+            np.minimum(alpha, np.float32(cap), out=alpha)
+        f = img[rows].astype(np.float32)
+        a = alpha[..., None] if f.ndim == 3 else alpha
+        f += a * (np.float32(255) - f)
+        f += np.float32(0.5)
+        out[rows] = f  # in 0..255.5 by construction: truncation rounds
+    return out
 
 
 def _glare_matte(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) -> tuple[np.ndarray, Params]:
@@ -29,9 +41,9 @@ def _glare_matte(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Con
     gx = np.exp(-0.5 * ((np.arange(w, dtype=np.float32) - np.float32(x0)) / np.float32(sigma)) ** 2)
     gy = np.exp(-0.5 * ((np.arange(h, dtype=np.float32) - np.float32(y0)) / np.float32(sigma)) ** 2)
     peak = float(gx.max() * gy.max())  # CheXphoto normalises by the largest value inside the image
-    alpha = np.minimum(np.float32((150 + 20 * level) / 255),
-                       np.outer(gy, gx * np.float32(100 * level / 255 / peak)))
-    return composite_white(img, alpha), {"x": x0 / w, "y": y0 / h, "sigma_px": sigma}
+    gx *= np.float32(100 * level / 255 / peak)
+    return composite_white(img, [(gy, gx)], cap=(150 + 20 * level) / 255), {"x": x0 / w, "y": y0 / h,
+                                                                             "sigma_px": sigma}
 
 
 def _soft_box(n: int, start: float, end: float, feather: float) -> np.ndarray:
@@ -67,10 +79,8 @@ def _glare_glossy(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Co
     spread = 0.08 * max(w, h)
     hx = _soft_box(w, x0, x0 + bw, spread) * np.float32(0.3 * alpha)
     hy = _soft_box(h, y0, y0 + bh, spread)
-    mask = np.outer(gy, gx)
-    np.maximum(mask, np.outer(hy, hx), out=mask)
     params = {"x": (x0 + bw / 2) / w, "y": (y0 + bh / 2) / h, "width": bw / w, "height": bh / h, "opacity": alpha}
-    return composite_white(img, mask), params
+    return composite_white(img, [(gy, gx), (hy, hx)]), params
 
 
 register(Perturbation("glare_matte", "diffuse glare of a lamp on a matte surface (white Gaussian spot)",
