@@ -107,7 +107,7 @@ def test_kill_9_mid_run_then_rerun_finishes_exactly_once(tmp_path: Path) -> None
     from rig.demo_data import make_demo_data
 
     data = tmp_path / "data"
-    make_demo_data(data, count=24, seed=3)
+    make_demo_data(data, count=16, seed=3)
     ids = manifest_ids(data)
     out, clean = tmp_path / "out", tmp_path / "clean"
     args = ["synth", "--csv", str(data / "train.csv"), "--image-root", str(data), "--out", str(out),
