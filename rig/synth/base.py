@@ -40,7 +40,6 @@ class Perturbation:
     levels: tuple[str, str, str, str]  # what each level means, for `rig synth --list`
     params: tuple[str, ...]  # the parameters it draws: CSV columns <name>_<param>
     apply: Apply = field(repr=False)
-    needs_rig: bool = False
 
 
 REGISTRY: dict[str, Perturbation] = {}
@@ -99,16 +98,6 @@ def image_rng(seed: int, image_id: str, chain: tuple[str, ...], level: int) -> n
 def scale(img: np.ndarray) -> float:
     """Image width relative to the 640 px that the pixel parameters are given for."""
     return img.shape[1] / REFERENCE_WIDTH
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Round float grey levels to uint8 (clipping), the one place float images leave the pipeline."""
-    return np.clip(x + np.float32(0.5), 0, 255).astype(np.uint8)
-
-
-def per_pixel(field_: np.ndarray, img: np.ndarray) -> np.ndarray:
-    """A 2-D field broadcast against a grey or RGB image."""
-    return field_[..., None] if img.ndim == 3 and field_.ndim == 2 else field_
 
 
 def row_blocks(h: int, w: int) -> list[slice]:

@@ -79,6 +79,8 @@ def _check(args: argparse.Namespace) -> tuple[Spec, Manifest]:
     chain = SETS[args.set] if args.set else parse_chain(args.chain)
     if args.level not in {str(n) for n in LEVELS}:
         raise ConfigError(f"--level: '{args.level}' is not a level; use 1, 2, 3 or 4")
+    if args.seed < 0:
+        raise ConfigError(f"--seed: {args.seed}; use a whole number 0 or more")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers: {args.workers}; use 1 or more")
     if args.out is None:
@@ -87,6 +89,10 @@ def _check(args: argparse.Namespace) -> tuple[Spec, Manifest]:
         raise ConfigError("rig synth: give either --csv CSV --image-root DIR or --folder DIR, not both")
     if args.folder is None and (args.csv is None or args.image_root is None):
         raise ConfigError("rig synth: give --csv CSV with --image-root DIR, or --folder DIR")
+    for flag, path, ok in (("--csv", args.csv, Path.is_file), ("--image-root", args.image_root, Path.is_dir),
+                           ("--folder", args.folder, Path.is_dir)):
+        if path is not None and not ok(path):
+            raise ConfigError(f"{flag}: {path} not found; fix the path")
     manifest = Manifest(args.csv, args.image_root, args.folder)
     root = (args.folder or args.image_root).resolve()
     out = args.out.resolve()
@@ -98,9 +104,9 @@ def _check(args: argparse.Namespace) -> tuple[Spec, Manifest]:
             raise ConfigError("--rig: the studio perturbation needs a rig file (its poses and lighting); pass --rig FILE")
         if not args.rig.is_file():
             raise ConfigError(f"--rig: {args.rig} not found; fix the path")
-        from rig.synth.studio import _rig
+        from rig.synth.studio import load_rig
 
-        _rig(str(args.rig.resolve()))  # a bad rig file fails here, in one line, not in every worker
+        load_rig(str(args.rig.resolve()))  # a bad rig file fails here, in one line, not in every worker
         rig_path = str(args.rig.resolve())
     try:
         out.mkdir(parents=True, exist_ok=True)

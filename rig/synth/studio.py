@@ -19,7 +19,8 @@ from rig.synth.base import Context, Params, Perturbation, register
 
 
 @lru_cache(maxsize=4)
-def _rig(path: str) -> object:
+def load_rig(path: str) -> object:
+    """The rig file with its poses in pulses, loaded once per process."""
     from rig.config import load_rig_for_run
 
     return load_rig_for_run(Path(path))
@@ -42,7 +43,7 @@ def _studio(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context)
 
     if ctx.rig_path is None:
         raise ConfigError("studio: needs the rig file whose poses and lighting to sample; pass --rig FILE")
-    rig = _rig(ctx.rig_path)
+    rig = load_rig(ctx.rig_path)
     servos, lights = envelope(rig)
     share = level / 4
     pulses = [0.0] * (1 + max(s.channel for s in rig.servos.values()))
@@ -71,4 +72,4 @@ def _studio(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context)
 register(Perturbation("studio", "a photo of the monitor through the virtual studio at a pose and lighting "
                       "drawn within the rig file's poses and presets (--rig FILE)",
                       ("1/4 of the poses' range", "1/2", "3/4", "all of it"),
-                      ("pan_deg", "tilt_deg"), _studio, needs_rig=True))
+                      ("pan_deg", "tilt_deg"), _studio))
