@@ -147,18 +147,20 @@ def _run(args: argparse.Namespace, spec: Spec, manifest: Manifest, journal: Jour
     stop: str | None = None
     batches = _batches(todo, spec)
     outcomes = _dask(client, spec, batches) if client is not None else _local(args, spec, batches)
-    with progress:
-        for outcome in outcomes:
-            if outcome.write_error:
-                stop = outcome.reason
-                break
-            journal.record(outcome.image_id, outcome.ok, outcome.params, outcome.reason)
-            made += outcome.ok
-            failed_now += not outcome.ok
-            rate = (made + failed_now) / max(1e-9, time.monotonic() - started)
-            progress.update(task, advance=1, rate=f"{rate:.1f} img/s", failed=failed_now)
-    if client is not None:
-        client.close()  # type: ignore[attr-defined]
+    try:
+        with progress:
+            for outcome in outcomes:
+                if outcome.write_error:
+                    stop = outcome.reason
+                    break
+                journal.record(outcome.image_id, outcome.ok, outcome.params, outcome.reason)
+                made += outcome.ok
+                failed_now += not outcome.ok
+                rate = (made + failed_now) / max(1e-9, time.monotonic() - started)
+                progress.update(task, advance=1, rate=f"{rate:.1f} img/s", failed=failed_now)
+    finally:
+        if client is not None:
+            client.close()  # type: ignore[attr-defined]
     journal.sync()
     shutil.rmtree(out / TMP_DIR, ignore_errors=True)
     if stop:
