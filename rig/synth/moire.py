@@ -5,7 +5,9 @@ composites them and downsamples the result. Here each grating's transmission is 
 the pixel would integrate it: the line coverage of a pixel is the difference of the square wave's
 running integral at the pixel's two edges (a box filter, no upsampling, no canvas). Where the local
 line period is close to a pixel, or the two gratings cross at a small angle, what survives the
-sampling is the beat: moire fringes.
+sampling is the beat: moire fringes. Up to 640 px wide the period is CheXphoto's; above, it grows with
+the width, so a full-size image shows the fringes a small one does (a fixed 1.75-px grating on a
+2048-px image is a texture that vanishes when the image is shrunk).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 
 import numpy as np
 
-from rig.synth.base import Context, Params, Perturbation, register, row_blocks
+from rig.synth.base import Context, Params, Perturbation, register, row_blocks, scale
 
 # CheXphoto's gap between 1-px lines on the 2x canvas, and the lines' opacity.
 _GAP = {1: 20.0, 2: 4.5, 3: 2.5, 4: 1.0}
@@ -61,7 +63,7 @@ class _Grating:
 
 def _moire(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) -> tuple[np.ndarray, Params]:
     h, w = img.shape[:2]
-    period = (1 + _GAP[level]) / 2  # picture pixels
+    period = (1 + _GAP[level]) / 2 * max(1.0, scale(img))  # picture pixels
     opacity = np.float32(_OPACITY[level])
     angle = float(rng.normal(0, 1))  # the second grating's angle to the first, degrees (CheXphoto's)
     off1, off2 = rng.uniform(0, 100, 2)
@@ -93,5 +95,5 @@ def _moire(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) 
 
 
 register(Perturbation("moire", "two converging line gratings beating with each other and the pixel grid",
-                      tuple(f"line period {(1 + g) / 2:g} px, opacity {_OPACITY[n]:g}" for n, g in _GAP.items()),
+                      tuple(f"line period {(1 + g) / 2:g} px @<=640, opacity {_OPACITY[n]:g}" for n, g in _GAP.items()),
                       ("period_px", "opacity", "angle_deg", "beat_px"), _moire))
