@@ -210,6 +210,10 @@ def test_list_names_every_perturbation_with_its_levels() -> None:
                  "translation", "exposure", "film", "studio"):
         assert name in r.stdout
     assert "level 4" in r.stdout and "photographic" in r.stdout
+    from rig.synth import PUBLISHED_SETS
+    from rig.synth.base import SETS
+
+    assert tuple(SETS) == PUBLISHED_SETS  # --set's choices are the sets the registry knows
 
 
 # ------------------------------------------------------------------ beyond CheXphoto

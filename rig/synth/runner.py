@@ -29,22 +29,6 @@ from rig.synth.journal import Journal, check_spec, write_text_atomically
 console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The subcommand's flags (issue 11's command line)."""
-    p.add_argument("--list", action="store_true", help="name every perturbation with its levels")
-    p.add_argument("--csv", type=Path, help="CheXpert-form manifest (with --image-root)")
-    p.add_argument("--image-root", type=Path, help="folder the manifest's Path values are relative to")
-    p.add_argument("--folder", type=Path, help="a folder of images instead of a manifest")
-    p.add_argument("--out", type=Path, help="output folder (CheXphoto's tree and CSVs)")
-    p.add_argument("--set", choices=tuple(SETS), help="a published set: digital or photographic")
-    p.add_argument("--chain", help="perturbations applied in order, e.g. glare_matte,moire,tilt")
-    p.add_argument("--level", default="1", help="severity 1-4 (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="outputs depend only on (seed, image, chain, level)")
-    p.add_argument("--workers", type=int, default=None, help="local processes (default: every core)")
-    p.add_argument("--scheduler", help="address of a Dask distributed scheduler, e.g. tcp://10.0.0.5:8786")
-    p.add_argument("--rig", type=Path, help="rig file whose poses and lighting 'studio' samples")
-
-
 def main(args: argparse.Namespace) -> int:
     if args.list:
         return list_perturbations()
