@@ -26,6 +26,39 @@ def synth(data: Path, out: Path, *extra: str, timeout: float = 300) -> subproces
                    *extra, timeout=timeout)
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process under `pid` (children, grandchildren, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def wait_gone(pids: set[int], deadline_s: float) -> set[int]:
+    """The pids still alive after waiting up to deadline_s for them to exit."""
+    end = time.monotonic() + deadline_s
+    alive = set(pids)
+    while alive and time.monotonic() < end:
+        alive = {p for p in alive if Path(f"/proc/{p}").exists() and "Z" not in _state(p)}
+        time.sleep(0.05)
+    return alive
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
 def digests(out: Path) -> dict[str, str]:
     """sha256 of every output image and CSV (the journal's line order depends on scheduling: left out)."""
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -120,8 +153,11 @@ def test_kill_9_mid_run_then_rerun_finishes_exactly_once(tmp_path: Path) -> None
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    helpers = descendants(proc.pid)  # the worker pool
+    assert helpers
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert not wait_gone(helpers, 30), "workers of the killed run are still alive"
     done_before = journal.read_bytes().count(b"\n")
     assert 3 <= done_before < len(ids)
     for p in out.rglob("*.jpg"):  # whatever the kill left in place is a whole JPEG

@@ -7,6 +7,8 @@ picklable values and never raises for a bad image: the image fails alone with it
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -68,6 +70,22 @@ def column_names(chain: tuple[str, ...]) -> list[str]:
 
 
 _configured = False
+
+
+def exit_with(parent_pid: int) -> None:
+    """Pool initializer: end this worker when the `rig synth` process is gone. After a kill -9 nothing
+    else would: the worker waits on a task queue whose write end it holds itself, and it keeps the
+    forkserver and resource tracker alive with it."""
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
 
 
 def _configure() -> None:

@@ -23,7 +23,8 @@ from rich.table import Table
 from rig.errors import ConfigError, RigError
 from rig.manifest import Manifest
 from rig.synth.base import LEVELS, SETS, chain_dir, parse_chain, registry
-from rig.synth.job import TMP_DIR, Item, Outcome, Spec, column_names, output_rel, process_batch, split_of
+from rig.synth.job import (TMP_DIR, Item, Outcome, Spec, column_names, exit_with, output_rel, process_batch,
+                           split_of)
 from rig.synth.journal import Journal, check_spec, write_text_atomically
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -177,7 +178,7 @@ def _local(args: argparse.Namespace, spec: Spec, batches: Iterable[list[Item]]) 
     """A process pool over the cores, a bounded number of tasks in flight (memory stays flat)."""
     n = _workers(args)
     ctx = get_context("forkserver")  # no fork of a process whose progress thread may hold a lock
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=exit_with, initargs=(os.getpid(),)) as pool:
         yield from _drain(lambda b: pool.submit(process_batch, spec, b), batches, 3 * n)
 
 
