@@ -182,6 +182,26 @@ def test_kill_9_mid_run_then_rerun_finishes_exactly_once(tmp_path: Path) -> None
     assert digests(out) == digests(clean)  # no partial file, nothing different from an uninterrupted run
 
 
+def test_journal_drops_a_half_line_left_by_a_kill(tmp_path: Path) -> None:
+    from rig.synth.journal import JOURNAL_FILE, Journal
+
+    j = Journal(tmp_path)
+    j.record("p1/s1/a.jpg", True, {"x": 1.0}, "")
+    j.record("p1/s1/b.jpg", False, None, "cannot decode")
+    j.close()
+    with open(tmp_path / JOURNAL_FILE, "a") as f:
+        f.write('{"id":"p1/s1/c.jpg","ok":tr')  # the kill came mid-line
+    j = Journal(tmp_path)
+    assert set(j.done) == {"p1/s1/a.jpg"} and set(j.failed) == {"p1/s1/b.jpg"}
+    j.record("p1/s1/c.jpg", True, {"x": 3.0}, "")
+    j.record("p1/s1/b.jpg", True, {"x": 2.0}, "")  # retried on this start, and fine now
+    j.close()
+    j = Journal(tmp_path)
+    assert j.done == {"p1/s1/a.jpg": {"x": 1.0}, "p1/s1/b.jpg": {"x": 2.0}, "p1/s1/c.jpg": {"x": 3.0}}
+    assert not j.failed
+    j.close()
+
+
 def test_changed_command_into_same_output_is_refused_with_what_changed(phantoms: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert synth(phantoms, out, "--set", "digital", "--level", "1").returncode == 0
