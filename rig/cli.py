@@ -90,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     fl.add_argument("--baud", type=int, default=115200, help="bootloader baud rate (old Nanos: 57600)")
     p.set_defaults(func=cmd_firmware)
 
+    from rig.synth import add_arguments as synth_arguments
+
+    synth_arguments(sub.add_parser("synth", help="CheXphoto's synthetic photographic transformations of images"))
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
