@@ -217,3 +217,35 @@ def test_retransmission_gives_up_when_the_controller_is_silent(controller: str) 
         link.close()
     finally:
         proxy.close()
+
+
+def _garble_first_status() -> Callable[[bytes], bytes | None]:
+    """The first status reply with a digit of `pos=` replaced by a byte >= 0x80 and a CRC that matches the
+    damaged text as the host decodes it: what a CRC-16 collision on a noisy line delivers."""
+    from rig.devices.link import crc16
+
+    state = {"done": False}
+
+    def mangle(line: bytes) -> bytes | None:
+        if b" ok ms=" in line and not state["done"]:
+            state["done"] = True
+            body = line.rpartition(b"*")[0].replace(b"pos=1", b"pos=\xb1", 1)
+            return body + b"*%04X" % crc16(body.decode("ascii", "replace").encode("ascii", "replace"))
+        return line
+    return mangle
+
+
+def test_a_status_reply_that_passes_its_crc_but_does_not_parse_is_asked_again() -> None:
+    twin = TwinServer().start()
+    proxy = LossyProxy(twin.port)
+    try:
+        rig = load_rig(REPO / "calibration" / "sim-rig.yaml")
+        ctl = RigController(Link.open(proxy.port, reply_timeout_s=0.3), rig)
+        ctl.setup()
+        proxy.mangle = _garble_first_status()
+        state = ctl.state()  # a traceback before: ValueError: invalid literal for int() ... '\ufffd500'
+        assert all(400 <= p <= 2600 for p in state.positions)
+        ctl.close()
+    finally:
+        proxy.close()
+        twin.stop()

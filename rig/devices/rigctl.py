@@ -136,7 +136,7 @@ class RigController:
         return st
 
     def _query(self) -> MotionState:
-        f = _fields(self.link.command("status"))
+        f = self._status_fields()
         if self._connected and not self._needs_restore and f.get("session") != str(self._token):
             log.warning("controller at %s reports session %s, not ours (%d): it reset (its banner was lost); "
                         "re-applying limits, pose and lights", self.link.name, f.get("session"), self._token)
@@ -144,6 +144,26 @@ class RigController:
             self._needs_restore = True
         return MotionState(_ints(f["pos"]), _ints(f["target"]), _ints(f["light"]), f["moving"] == "1",
                            int(f["flags"], 16), self.restores)
+
+    def _status_fields(self, tries: int = 3) -> dict[str, str]:
+        """A `status` reply whose fields parse. A reply can pass its CRC-16 and still be damaged (a
+        collision on a noisy line): ask again under a new sequence number, which the controller executes
+        afresh instead of resending its cached copy."""
+        for _ in range(tries):
+            payload = self.link.command("status")
+            f = _fields(payload)
+            try:
+                for key in ("pos", "target", "light"):
+                    _ints(f[key])
+                int(f["flags"], 16)
+                if f["moving"] in ("0", "1"):
+                    return f
+            except (KeyError, ValueError):
+                pass
+            log.warning("controller at %s sent a damaged status that passed its CRC (%r); asking again",
+                        self.link.name, payload)
+        raise DeviceError(f"controller at {self.link.name}: {tries} status replies in a row did not parse; "
+                          "check the cable and that the firmware matches this host (rig doctor)")
 
     def wait_idle(self, timeout_s: float) -> MotionState:
         deadline = time.monotonic() + timeout_s
