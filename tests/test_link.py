@@ -219,9 +219,9 @@ def test_retransmission_gives_up_when_the_controller_is_silent(controller: str) 
         proxy.close()
 
 
-def _garble_first_status() -> Callable[[bytes], bytes | None]:
-    """The first status reply with a digit of `pos=` replaced by a byte >= 0x80 and a CRC that matches the
-    damaged text as the host decodes it: what a CRC-16 collision on a noisy line delivers."""
+def _garble_first_status(replacement: bytes, printable: bool) -> Callable[[bytes], bytes | None]:
+    """The first status reply with `pos=1` changed to `pos=<replacement>` under a CRC that matches the damaged
+    text: printable, a CRC-16 collision; else, as a host that decodes bytes >= 0x80 alike would see it."""
     from rig.devices.link import crc16
 
     state = {"done": False}
@@ -229,23 +229,55 @@ def _garble_first_status() -> Callable[[bytes], bytes | None]:
     def mangle(line: bytes) -> bytes | None:
         if b" ok ms=" in line and not state["done"]:
             state["done"] = True
-            body = line.rpartition(b"*")[0].replace(b"pos=1", b"pos=\xb1", 1)
-            return body + b"*%04X" % crc16(body.decode("ascii", "replace").encode("ascii", "replace"))
+            body = line.rpartition(b"*")[0].replace(b"pos=1", b"pos=" + replacement, 1)
+            seen = body if printable else body.decode("ascii", "replace").encode("ascii", "replace")
+            return body + b"*%04X" % crc16(seen)
         return line
     return mangle
 
 
-def test_a_status_reply_that_passes_its_crc_but_does_not_parse_is_asked_again() -> None:
+@pytest.fixture
+def twin_behind_proxy() -> Iterator[tuple[RigController, LossyProxy]]:
     twin = TwinServer().start()
     proxy = LossyProxy(twin.port)
-    try:
-        rig = load_rig(REPO / "calibration" / "sim-rig.yaml")
-        ctl = RigController(Link.open(proxy.port, reply_timeout_s=0.3), rig)
-        ctl.setup()
-        proxy.mangle = _garble_first_status()
-        state = ctl.state()  # a traceback before: ValueError: invalid literal for int() ... '\ufffd500'
-        assert all(400 <= p <= 2600 for p in state.positions)
-        ctl.close()
-    finally:
-        proxy.close()
-        twin.stop()
+    ctl = RigController(Link.open(proxy.port, reply_timeout_s=0.3), load_rig(REPO / "calibration" / "sim-rig.yaml"))
+    ctl.setup()
+    yield ctl, proxy
+    ctl.close()
+    proxy.close()
+    twin.stop()
+
+
+def test_a_reply_with_a_byte_outside_ascii_is_damaged_whatever_its_crc(twin_behind_proxy) -> None:  # type: ignore[no-untyped-def]
+    ctl, proxy = twin_behind_proxy
+    proxy.mangle = _garble_first_status(b"\xb1", printable=False)
+    before = ctl.link.retransmissions
+    state = ctl.state()
+    assert all(400 <= p <= 2600 for p in state.positions)
+    assert ctl.link.retransmissions == before + 1  # refused as damaged and sent again, not parsed
+
+
+def test_a_status_reply_that_passes_its_crc_but_does_not_parse_is_asked_again(twin_behind_proxy) -> None:  # type: ignore[no-untyped-def]
+    ctl, proxy = twin_behind_proxy
+    proxy.mangle = _garble_first_status(b"x", printable=True)
+    state = ctl.state()  # a traceback before: ValueError: invalid literal for int() ... 'x500'
+    assert all(400 <= p <= 2600 for p in state.positions)
+
+
+def test_err_8_busy_is_sent_again_not_raised(twin_behind_proxy) -> None:  # type: ignore[no-untyped-def]
+    """`err 8 busy` (PROTOCOL.md "Flow"): the controller had no room to answer and did not execute the line."""
+    from rig.devices.link import crc16
+
+    ctl, proxy = twin_behind_proxy
+    busy = {"left": 3}
+
+    def answer_busy(line: bytes) -> bytes | None:
+        if b" ok ms=" in line and busy["left"]:
+            busy["left"] -= 1
+            body = line.split(b" ", 1)[0] + b" err 8 busy"
+            return body + b"*%04X" % crc16(body)
+        return line
+    proxy.mangle = answer_busy
+    before = ctl.link.retransmissions
+    ctl.state()  # before: ControllerError "controller refused 'status': error 8 busy"
+    assert ctl.link.retransmissions == before + 3

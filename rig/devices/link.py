@@ -33,16 +33,19 @@ def frame(seq: int, command: str) -> bytes:
     return body + b"*%04X\n" % crc16(body)
 
 
+_FRAMED = re.compile(r"([\x20-\x7e]*)\*([0-9A-F]{4})")
+
+
 def check_crc(line: str) -> str | None:
-    """The line without its `*XXXX` if the CRC matches, else None."""
-    body, star, crc = line.rpartition("*")
-    if not star or len(crc) != 4:
+    """The line without its `*XXXX` if it is printable ASCII and the CRC matches, else None.
+
+    A byte outside 0x20..0x7E is damage the CRC must not be asked to catch: the host decodes such bytes
+    alike, which would let two of them cancel out in the CRC-16."""
+    m = _FRAMED.fullmatch(line)
+    if m is None:
         return None
-    try:
-        ok = int(crc, 16) == crc16(body.encode("ascii", "replace"))
-    except ValueError:
-        return None
-    return body if ok else None
+    body = m.group(1)
+    return body if int(m.group(2), 16) == crc16(body.encode("ascii")) else None
 
 
 # A plain error reply: the controller received a line it could not read as a checked frame (ours, damaged).
