@@ -356,7 +356,7 @@ class QAConfig(Strict):
     save_registered: bool = Field(False, description="save the x-ray area rectified to the source image's size")
 
 
-MAX_REPEATS = 1_000_000  # far beyond any real session; keeps every item number a SQLite integer
+MAX_REPEATS = 2 ** 62  # keeps every item number a SQLite integer; `max_items` is the sane limit
 
 
 class SessionConfig(Strict):

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import imagesize
 import numpy as np
 
 from rig.config import DisplayConfig
 from rig.errors import DeviceError
+from rig.images import DEFAULT_MAX_PIXELS, decode_image
 from rig.manifest import inside_root
 
 
@@ -140,41 +140,17 @@ def _letterbox(image: np.ndarray, width: int, height: int, band: int) -> tuple[n
     return canvas, (x0, y0, nw, nh)
 
 
-DEFAULT_MAX_PIXELS = 100_000_000  # the session's `max_image_pixels` default
-
-
 def prepare(path: Path | str, width: int, height: int, root: Path | None = None, band: int = 0,
             max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
-    """Decode an image file and letterbox it; a file that cannot be shown raises ValueError with the reason.
-
-    The size in the file's header is checked against `max_pixels` before anything is decoded: a tiny
-    file can claim 60000x60000 and OpenCV would raise (or allocate gigabytes). Whatever the decoder
-    raises becomes a ValueError, so one bad image fails its item and never the run.
-    With `root`, a file that a symbolic link takes outside the image root is refused.
-    """
+    """Decode an image file and letterbox it; a file that cannot be shown raises ValueError with the reason
+    (rig/images.py). With `root`, a file that a symbolic link takes outside the image root is refused."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"image not found: {path}")
     if root is not None and not inside_root(path, root):
         raise ValueError(f"image path leaves the image root through a link: {path}")
-    try:
-        w, h = imagesize.get(path)
-        empty = path.stat().st_size == 0
-    except Exception as e:  # a damaged header (imagesize may raise anything), a file gone meanwhile
-        raise ValueError(f"image cannot be decoded: {path} (unreadable header: {e})") from None
-    if w <= 0 or h <= 0:
-        raise ValueError(f"image cannot be decoded: {path} ({'an empty file' if empty else 'no image header found'})")
-    if w * h > max_pixels:
-        raise ValueError(f"image cannot be decoded: {path} is {w}x{h} ({w * h:,} pixels), over max_image_pixels "
-                         f"{max_pixels:,} (a decompression bomb?); raise 'max_image_pixels' in the session if it is real")
-    try:
-        image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError("the decoder returned nothing")
-        canvas, rect = _letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), width, height, band)
-    except Exception as e:  # cv2.error, MemoryError, ...: whatever the decoder raises fails this image only
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        raise ValueError(f"image cannot be decoded: {path} ({detail})") from None
+    image = decode_image(path, cv2.IMREAD_COLOR, max_pixels)
+    canvas, rect = _letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), width, height, band)
     return Prepared(canvas, rect, (image.shape[1], image.shape[0]))
 
 

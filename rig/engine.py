@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import logging
 import queue
-import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,7 +37,7 @@ from rig.display import Prepared, draw_fiducials, fiducial_layout, prepare
 from rig.qa import Expected, PhotoQA, Verdict, decode_photo
 from rig.errors import CameraError, CameraUnavailable, DeviceError, RigError
 from rig.rigs import Devices
-from rig.store import Capture, Item, PlannedCondition, RunStore
+from rig.store import REASON_KIND, Capture, Item, PlannedCondition, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -421,7 +420,7 @@ class Engine:
         """Pause when `failure_streak` items in a row failed for good on the same check: a cause common
         to all of them (an over-bright preset, a dead lamp, a bad mount) would fail every item after."""
         limit = self.session.config.failure_streak
-        kinds = set(_FAILURE_KIND.findall(failure.removeprefix("qa: "))) or {failure}
+        kinds = set(REASON_KIND.findall(failure.removeprefix("qa: "))) or {failure}
         n, common, labels = self._streak
         common = common & kinds if n else kinds
         self._streak = (n + 1, common, labels | {item.condition.label}) if common else (1, kinds, {item.condition.label})
@@ -432,7 +431,6 @@ class Engine:
                                   "retake them by adding --retry-failed")
 
 
-_FAILURE_KIND = re.compile(r"(?:^|; )([a-z][a-z -]*):")  # "exposure: 12% ...; sharpness: ..." -> exposure, sharpness
 
 def _differs(st: MotionState, cond: PlannedCondition) -> str | None:
     """How a read-back state differs from a condition's targets and light levels, or None if it does not."""

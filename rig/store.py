@@ -234,6 +234,8 @@ class RunStore:
             for p in (tmp_db, Path(str(tmp_db) + "-wal"), Path(str(tmp_db) + "-shm")):
                 if not p.is_dir():
                     p.unlink(missing_ok=True)
+            if isinstance(e, sqlite3.OperationalError) and "interrupted" in str(e):
+                raise  # a stop signal cut the build short: the caller reports a stop, not a bad folder
             if isinstance(e, (OSError, sqlite3.OperationalError)):  # read-only folder, disk full, ...
                 raise ConfigError(f"output {root}: cannot write the run store there ({getattr(e, 'strerror', None) or e}); "
                                   "make the folder writable, free space or set another 'output:'") from None
@@ -416,7 +418,7 @@ class RunStore:
             if status == "interrupted":
                 found = ["interrupted by a stop"]
             else:  # "qa: wrong frame: ...; sharpness: ..." -> wrong frame, sharpness
-                found = [f"{status} ({k})" for k in _REASON_KIND.findall((reason or "").removeprefix("qa: "))]
+                found = [f"{status} ({k})" for k in REASON_KIND.findall((reason or "").removeprefix("qa: "))]
             for kind in found or [status]:
                 kinds[kind] = kinds.get(kind, 0) + 1
         return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
@@ -549,7 +551,7 @@ class RunStore:
         return names
 
 
-_REASON_KIND = re.compile(r"(?:^|; )([a-z][a-z -]*):")
+REASON_KIND = re.compile(r"(?:^|; )([a-z][a-z -]*):")  # "exposure: 12% ...; sharpness: ..." -> exposure, sharpness
 
 
 def _file_hashes(rels: list[str], hashes: list[str], files: Sequence[CameraFile], registered: bytes | None) -> str:

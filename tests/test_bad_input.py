@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import rig_file, run_rig, session_file
+from conftest import png_claiming, rig_file, run_rig, session_file
 
 
 def _refused(session: Path, *expected: str) -> str:
@@ -191,21 +191,9 @@ def test_plan_change_refusal_counts_the_captures_replan_keeps(tmp_path: Path, ph
     assert promised == kept == 16, (refused.stderr, replanned.stderr)
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height (a decompression bomb's calling card)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize("content, reason", [
     (b"", "cannot be decoded"),
-    (_png_claiming(60000, 60000), "60000x60000"),
+    (png_claiming(60000, 60000), "60000x60000"),
 ])
 def test_undecodable_image_raises_value_error_with_its_reason(tmp_path: Path, content: bytes, reason: str) -> None:
     from rig.display import prepare
@@ -229,7 +217,7 @@ def test_undecodable_images_fail_their_items_and_the_run_finishes(tmp_path: Path
     data = _copy_data(phantoms, tmp_path)
     images = _image_files(data)
     images[0].write_bytes(b"")
-    images[4].write_bytes(_png_claiming(60000, 60000))
+    images[4].write_bytes(png_claiming(60000, 60000))
     session = session_file(tmp_path, data, rig_file(tmp_path), max_image_pixels=50_000_000)
     for _ in range(2):  # a rerun must not crash on the same items either
         result = run_rig("run", str(session), "--fast")

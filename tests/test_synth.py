@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, RIG_BIN, rig_file, run_rig
+from conftest import REPO, RIG_BIN, png_claiming, rig_file, run_rig
 
 PHOTOGRAPHIC = ("glare_matte", "moire", "tilt")
 
@@ -216,16 +216,21 @@ def test_changed_command_into_same_output_is_refused_with_what_changed(phantoms:
 # ------------------------------------------------------------------ bad input
 
 
-def test_corrupt_image_fails_alone_and_is_listed(phantoms: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("content, says", [
+    (b"\xff\xd8 this is not a jpeg", "cannot be decoded"),
+    (b"", "an empty file"),
+    (png_claiming(60000, 60000), "60000x60000"),  # cv2.error in the worker, a traceback in the parent before
+], ids=["not-a-jpeg", "empty", "bomb"])
+def test_corrupt_image_fails_alone_and_is_listed(phantoms: Path, tmp_path: Path, content: bytes, says: str) -> None:
     data = tmp_path / "data"
     shutil.copytree(phantoms, data)
     ids = manifest_ids(data)
     bad = ids[2]
-    (data / "CheXpert-v1.0-small/train" / bad).write_bytes(b"\xff\xd8 this is not a jpeg")
+    (data / "CheXpert-v1.0-small/train" / bad).write_bytes(content)
     out = tmp_path / "out"
     r = synth(data, out, "--set", "digital", "--workers", "2")
     assert r.returncode == 0, r.stderr
-    assert "1 image(s) failed" in r.stderr and f"{bad}: cannot decode" in r.stderr
+    assert "1 image(s) failed" in r.stderr and f"{bad}: image cannot be decoded" in r.stderr and says in r.stderr
     rows = read_csv(out / "random-digital/level_1/train.csv")
     assert [row["Path"].split("/", 3)[3] for row in rows] == [i for i in ids if i != bad]
 

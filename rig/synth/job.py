@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 import cv2
 import numpy as np
 
+from rig.images import decode_image
 from rig.synth.base import Context, chain_dir, image_rng, registry
 
 JPEG_QUALITY = 95
@@ -134,12 +135,9 @@ def write_atomically(out: str, rel: str, data: bytes) -> None:
 def process(spec: Spec, item: Item) -> Outcome:
     _configure()
     try:
-        data = np.fromfile(item.file, np.uint8)
-    except OSError as e:
-        return Outcome(item.image_id, False, reason=f"cannot read {item.file} ({e.strerror})")
-    img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
-    if img is None:
-        return Outcome(item.image_id, False, reason=f"cannot decode {item.file} (corrupt or not an image)")
+        img = decode_image(item.file, cv2.IMREAD_GRAYSCALE)
+    except ValueError as e:
+        return Outcome(item.image_id, False, reason=str(e))
     try:
         out, params = perturb(spec, item.image_id, img)
         jpeg = encode(out)
