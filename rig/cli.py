@@ -420,11 +420,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"exported {result.photos} photos and captures.csv to {args.out}: {c.done}/{c.planned} done, "
         f"{c.failed} failed, {c.pending} pending")
     if c.pending:
-        console.print(f"[bold yellow]incomplete:[/] the run is not finished; resume it with: rig run {args.session}, "
+        console.print(f"[bold yellow]incomplete:[/] the run is not finished; resume it with: {rig_command()} run {args.session}, "
                       "then export again", highlight=False)
     elif c.failed:
         console.print(f"[bold yellow]incomplete:[/] {c.failed} item(s) failed for good; "
-                      f"'rig status {args.session}' lists why", highlight=False)
+                      f"'{rig_command()} status {args.session}' lists why", highlight=False)
     return 0
 
 

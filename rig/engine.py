@@ -236,6 +236,8 @@ class Engine:
         motion = self.devices.motion
         cond = item.condition
         changed = False
+        if self._restores is None:  # the baseline before anything is set: a restore from here on is seen
+            self._restores = motion.state().restores
         if cond.targets != self._pose:
             motion.move(cond.targets, self.rig.motion.move_ms)
             motion.wait_idle(self.rig.motion.idle_timeout_s)
@@ -257,10 +259,8 @@ class Engine:
         while True:
             st = motion.state()
             problem = _differs(st, item.condition)
-            if problem is None and self._restores is not None and st.restores != self._restores:
+            if problem is None and st.restores != self._restores:
                 problem = "the controller was restored after losing its state"
-            if self._restores is None:
-                self._restores = st.restores
             if problem is None:
                 return st
             if time.monotonic() > deadline:

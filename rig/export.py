@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
+from rig.command import rig_command
 from rig.errors import ConfigError, RigError
 from rig.store import Counts, RunStore, _fsync_dir
 
@@ -217,7 +218,7 @@ def _link_or_copy(store: RunStore, rel: str, size: int | None, dst: Path, what: 
     if actual is None or (size is not None and actual != size):
         state = "is missing" if actual is None else f"has {actual} bytes, the run store says {size}"
         raise MissingPhoto(f"{src}: {what} {state}; nothing was exported; restore it from a backup "
-                           f"('rig status {store.meta('session')} --verify' lists every missing or changed file)")
+                           f"('{rig_command()} status {store.meta('session')} --verify' lists every missing or changed file)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)

@@ -137,7 +137,7 @@ static void handle_checked(void)
     line[star] = 0;
     char body[RIG_REPLY_MAX];
     Text b;
-    text_init(b, body, sizeof body - 8); /* leave room for "#65535 " and "*XXXX" */
+    text_init(b, body, sizeof body - 12); /* leave room for "#65535 " and "*XXXX" */
     commands_exec(line + i + 1, b);
     text_str(t, b.buf);
     seal(t);

@@ -17,6 +17,7 @@ import time
 from rig.config import RigConfig
 from rig.devices import MotionState
 from rig.devices.link import Link
+from rig.command import rig_command
 from rig.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class RigController:
         info = _fields(self.link.resync())
         if int(info.get("proto", -1)) != PROTOCOL_VERSION:
             raise DeviceError(f"controller at {self.link.name} speaks protocol {info.get('proto')}, "
-                              f"this host speaks {PROTOCOL_VERSION}; flash matching firmware (rig firmware flash)")
+                              f"this host speaks {PROTOCOL_VERSION}; flash matching firmware ({rig_command()} firmware flash)")
         servos, lights = int(info.get("servos", 0)), int(info.get("lights", 0))
         need_s = max(s.channel for s in self.rig.servos.values()) + 1
         need_l = max((l.channel for l in self.rig.lights.values()), default=-1) + 1
@@ -163,7 +164,7 @@ class RigController:
             log.warning("controller at %s sent a damaged status that passed its CRC (%r); asking again",
                         self.link.name, payload)
         raise DeviceError(f"controller at {self.link.name}: {tries} status replies in a row did not parse; "
-                          "check the cable and that the firmware matches this host (rig doctor)")
+                          f"check the cable and that the firmware matches this host ({rig_command()} doctor)")
 
     def wait_idle(self, timeout_s: float) -> MotionState:
         deadline = time.monotonic() + timeout_s
