@@ -231,7 +231,7 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
     if not resuming:
         store = RunStore.create(session.output, session.path, manifest, conditions, repeats)
     else:
-        store = RunStore(session.output)
+        store = RunStore(session.output, checked=True)
     try:
         if resuming:
             store.rebase_images(session.image_root or session.image_folder)  # the image folder may have moved
@@ -259,7 +259,7 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
 
 
 def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: object, resuming: bool) -> int:
-    reader = RunStore(session.output)
+    reader = RunStore(session.output, checked=True)
     counts = store.counts()
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

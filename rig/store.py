@@ -109,14 +109,16 @@ def manifest_digest(manifest: Manifest) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def _checked_schema(path: Path) -> str | None:
+def _checked_schema(path: Path, scan: bool = True) -> str | None:
     """The store's schema version, read through a read-only connection after SQLite's quick_check:
-    an empty, foreign or damaged file is refused without a byte of it (or a WAL file) written."""
+    an empty, foreign or damaged file is refused without a byte of it (or a WAL file) written.
+    `scan=False` skips quick_check (it reads the whole file, about 1 s per million items) for a
+    store this process has already checked."""
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            damage = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            damage = conn.execute("PRAGMA quick_check(1)").fetchone()[0] if scan else "ok"
         finally:
             conn.close()
     except sqlite3.DatabaseError as e:
@@ -146,10 +148,11 @@ def _fsync_dir(path: Path) -> None:
 class RunStore:
     """One run's database and photo tree. Only one thread writes; readers open their own RunStore."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, checked: bool = False) -> None:
+        """Open a run store; `checked`: this process already opened it once, skip the full-file scan."""
         self.root = root
         self.photos = root / "photos"
-        schema = _checked_schema(root / DB_NAME)  # read-only first: a file that is refused stays untouched
+        schema = _checked_schema(root / DB_NAME, scan=not checked)  # read-only first: a file that is refused stays untouched
         if schema != SCHEMA_VERSION:
             raise ConfigError(f"{root}: this run store has schema {schema}, this rig writes schema {SCHEMA_VERSION}; "
                               "finish it with the rig version that started it, or set a new 'output:'")
