@@ -500,7 +500,7 @@ class RunStore:
 
         Returns True when the item is now failed for good, False when it should be retaken.
         """
-        attempt_id, rels, hashes = self._write_attempt(item, capture, files, qa, None)
+        attempt_id, rels, hashes = self._write_attempt(item, capture, files, qa, None, tree="rejected")
         with self.transaction():
             self.db.execute(
                 """UPDATE attempts SET status = 'rejected', reason = ?, finished_at = ?, bytes = ?, sha256 = ?,
@@ -515,8 +515,14 @@ class RunStore:
         return state == "failed"
 
     def _write_attempt(self, item: Item, capture: Capture, files: Sequence[CameraFile],
-                       qa: dict[str, object] | None, registered: bytes | None) -> tuple[int, list[str], list[str]]:
-        """Journal the attempt as `writing` naming its files, then write them; returns (id, names, hashes)."""
+                       qa: dict[str, object] | None, registered: bytes | None,
+                       tree: str = "photos") -> tuple[int, list[str], list[str]]:
+        """Journal the attempt as `writing` naming its files, then write them; returns (id, names, hashes).
+
+        Accepted photos go under `photos/`, rejected ones under `rejected/` (`tree`): browsing
+        `photos/` never shows a photo that must not be used. Each attempt row names its own files,
+        so recovery, `status --verify` and export follow the recorded paths of old runs too.
+        """
         if not files:
             raise ValueError("a capture without files cannot be committed")
         all_files = list(files)
@@ -528,7 +534,7 @@ class RunStore:
                    VALUES (?, 'writing', ?, ?, ?, ?, ?, ?) RETURNING attempt_id""",
                 (item.seq, capture.started_at, json.dumps(capture.commanded), json.dumps(capture.readback),
                  json.dumps(capture.lights), capture.frame_id, _json_or_none(qa))).fetchone()[0]
-            rels = self._photo_names(item, attempt_id, files)
+            rels = self._photo_names(item, attempt_id, files, tree)
             if registered is not None:
                 rels.append(rels[0] + ".registered.png")
             self.db.execute("UPDATE attempts SET files = ?, photo = ?, registered = ? WHERE attempt_id = ?",
@@ -536,9 +542,9 @@ class RunStore:
         hashes = [_write_atomically(self.root / rel, f.data) for rel, f in zip(rels, all_files)]
         return attempt_id, rels, hashes
 
-    def _photo_names(self, item: Item, attempt_id: int, files: Sequence[CameraFile]) -> list[str]:
+    def _photo_names(self, item: Item, attempt_id: int, files: Sequence[CameraFile], tree: str) -> list[str]:
         view = PurePosixPath(item.image_id).stem
-        base = f"photos/{item.study_id}/{view}/{item.condition.label}_r{item.rep}_a{attempt_id}"
+        base = f"{tree}/{item.study_id}/{view}/{item.condition.label}_r{item.rep}_a{attempt_id}"
         names: list[str] = []
         for f in files:
             suffix = PurePosixPath(f.name).suffix.lower() or ".bin"
