@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("session", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--replace", action="store_true", help="overwrite an export of another run in --out")
+    p.add_argument("--photos", choices=("masked", "full", "registered"), default="masked",
+                   help="masked: as shot, black outside the x-ray (no fiducial markers); full: the camera's files; "
+                        "registered: the x-ray rectified to the source image")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("calibrate", help="measure the rig from photos of a ChArUco board on its monitor")
@@ -406,14 +409,15 @@ def _duration(seconds: float) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     from rig.export import export
 
-    _, store = _existing_store(args.session)
+    session, store = _existing_store(args.session)
     try:
-        result = export(store, args.out, replace=args.replace)
+        result = export(store, args.out, session, replace=args.replace, photos=args.photos)
     finally:
         store.close()
     c = result.counts
     Console(soft_wrap=True, highlight=False).print(
-        f"exported {result.photos} photos and captures.csv to {args.out}: {c.done}/{c.planned} done, "
+        f"exported {result.photos} photos ({args.photos}), captures.csv and README.md to {args.out}: "
+        f"{c.done}/{c.planned} done, "
         f"{c.failed} failed, {c.pending} pending")
     if c.pending:
         console.print(f"[bold yellow]incomplete:[/] the run is not finished; resume it with: rig run {args.session}, "

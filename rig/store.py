@@ -436,6 +436,20 @@ class RunStore:
                JOIN images im ON im.image_no = it.image_no JOIN conditions c ON c.condition_no = it.condition_no
                WHERE a.status = 'accepted' ORDER BY it.seq""")
 
+    def accepted_captures(self) -> Iterator[dict[str, object]]:
+        """Every accepted capture with its image, condition and what was recorded when it was taken,
+        in plan order (the export's rows)."""
+        cur = self.db.execute(
+            """SELECT im.study_id AS study, im.image_id, im.source, im.labels, c.label AS condition, c.pose,
+                      c.lighting, it.rep, a.attempt_id AS attempt, a.photo, a.sha256, a.registered, a.file_hashes,
+                      a.commanded, a.readback, a.lights, a.started_at, a.frame_id, a.qa
+               FROM attempts a JOIN items it ON it.seq = a.seq
+               JOIN images im ON im.image_no = it.image_no JOIN conditions c ON c.condition_no = it.condition_no
+               WHERE a.status = 'accepted' ORDER BY it.seq""")
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            yield dict(zip(names, row))
+
     def kept_files(self) -> Iterator[tuple[str, str, dict[str, object]]]:
         """(attempt status, what it shows, {path, bytes, sha256}) of every file the run keeps."""
         for status, image_id, label, rep, files in self.db.execute(
