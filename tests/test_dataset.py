@@ -186,3 +186,39 @@ def test_the_export_has_a_dataset_card_that_says_how_it_was_made(
                  "min_sharpness", "0.6", "max_clipped", "min_margin", "masked", "no calibration",
                  "Pulses", "CapturedAt"):
         assert fact in card, f"the dataset card does not say {fact!r}:\n{card}"
+
+
+def test_pan_and_tilt_come_from_the_rigs_angle_calibration(tmp_path: Path, phantoms: Path,
+                                                            run_with_rejects: tuple[Path, Path, Path]) -> None:
+    """With an angle calibration (here fitted to the studio's true joint angles), PanDeg and TiltDeg are
+    the camera arm's angles at the confirmed pulses, and Calibration names the file."""
+    import shutil
+
+    from rig import calibration
+    from rig.config import load_rig
+    from rig.sim.camera import truth
+    from rig.sim.studio import Studio
+
+    _, _, run = run_with_rejects
+    shutil.copytree(run, tmp_path / "run")
+    rig_path = rig_file(tmp_path, sim={"display_lag_frames": [0, 3]})
+    session = session_file(tmp_path, phantoms, rig_path, qa={"save_registered": True}, retries=6)
+    rig = load_rig(rig_path)
+    studio = Studio(rig)
+    cal = calibration.load_or_new(rig_path, rig)
+    for servo, joint in (("camera_pan", studio.sim.arm.pan), ("camera_tilt", studio.sim.arm.tilt)):
+        pulses = np.arange(1000, 2001, 50)
+        angles = [studio.joint_angle(joint, tuple(float(p) if ch == rig.servos[servo].channel else 1500.0
+                                                  for ch in range(4))) for p in pulses]
+        cal.angles[servo] = calibration.AngleRecord(
+            created="2026-11-30T00:00:00+00:00", method="fitted to the studio's truth", samples=len(pulses),
+            coeffs=[float(c) for c in np.polyfit(pulses, angles, 2)], rms_deg=0.0, max_deg=0.0,
+            pulse_range=(1000, 2000))
+    calibration.save(rig_path, cal)
+    rows = _export(session, tmp_path / "export", "--photos", "full")
+    for r in rows:
+        pan, tilt = studio.camera_angles(truth((tmp_path / "export" / r["Path"]).read_bytes())[0])
+        assert abs(float(r["PanDeg"]) - pan) < 0.05 and abs(float(r["TiltDeg"]) - tilt) < 0.05, r
+        assert r["Calibration"] == "rig.calibration.yaml@2026-11-30T00:00:00+00:00"
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "calibration: rig.calibration.yaml" in card and "camera_pan: pulse -> angle fit" in card
