@@ -222,3 +222,26 @@ def test_pan_and_tilt_come_from_the_rigs_angle_calibration(tmp_path: Path, phant
         assert r["Calibration"] == "rig.calibration.yaml@2026-11-30T00:00:00+00:00"
     card = (tmp_path / "export" / "README.md").read_text()
     assert "calibration: rig.calibration.yaml" in card and "camera_pan: pulse -> angle fit" in card
+
+
+def test_photo_forms_a_run_cannot_give_are_refused_in_one_line(tmp_path: Path, phantoms: Path,
+                                                               run_with_rejects: tuple[Path, Path, Path]) -> None:
+    import shutil
+
+    # A run made without registered crops cannot export them.
+    session = session_file(tmp_path, phantoms, rig_file(tmp_path), conditions=[{"pose": "front", "lighting": "dim"}])
+    assert run_rig("run", str(session)).returncode == 0
+    refused = run_rig("export", str(session), "--out", str(tmp_path / "reg"), "--photos", "registered")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "save_registered" in refused.stderr and not (tmp_path / "reg").exists()
+    # A run whose QA records do not say where the x-ray is (an older rig's) cannot be masked.
+    old = tmp_path / "old"
+    shutil.copytree(run_with_rejects[2], old / "run")
+    session = session_file(old, phantoms, rig_file(old, sim={"display_lag_frames": [0, 3]}),
+                           qa={"save_registered": True}, retries=6)
+    with sqlite3.connect(old / "run" / "run.sqlite") as db:
+        db.execute("UPDATE attempts SET qa = json_remove(qa, '$.xray') WHERE qa IS NOT NULL")
+    refused = run_rig("export", str(session), "--out", str(old / "masked"))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "--photos full" in refused.stderr and not (old / "masked").exists()
+    assert run_rig("export", str(session), "--out", str(old / "full"), "--photos", "full").returncode == 0
