@@ -33,13 +33,36 @@ console = Console(stderr=True, soft_wrap=True, highlight=False)
 log = logging.getLogger("rig")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rig", description="Controller for a CheXphoto-style photo-capture rig.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every argument's default after its help (none for required ones), the example as written."""
 
-    p = sub.add_parser("run", help="run or resume a capture session")
-    p.add_argument("session", type=Path)
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _command(sub: argparse._SubParsersAction, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    """A sub-command whose --help says what it does, each argument's default, and one example."""
+    return sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                          formatter_class=_HelpFormatter)
+
+
+SESSION_HELP = "the session file (YAML: rig, manifest, conditions, repeats, output)"
+RIG_HELP = "the rig file (YAML: servos, lights, camera, display, poses, lighting)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rig import __version__
+
+    parser = argparse.ArgumentParser(prog="rig", description="Controller for a CheXphoto-style photo-capture rig.",
+                                     epilog="example:\n  rig run sessions/demo.yaml", formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rig {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "run", "run or resume a capture session", "rig run sessions/demo.yaml")
+    p.add_argument("session", type=Path, help=SESSION_HELP)
     p.add_argument("--replan", action="store_true",
                    help="accept a changed session file: keep the captures that still match, plan the rest")
     p.add_argument("--fast", action="store_true", help="simulated rig only: no simulated latencies or frame waits")
@@ -47,54 +70,70 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="re-queue the items that failed for a fresh set of retakes (their attempts are kept)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="planned / done / failed / pending, rate and ETA")
-    p.add_argument("session", type=Path)
+    p = _command(sub, "status", "planned / done / failed / pending, rate and ETA", "rig status sessions/demo.yaml --verify")
+    p.add_argument("session", type=Path, help=SESSION_HELP)
     p.add_argument("--verify", action="store_true",
                    help="rehash every file the run keeps against its recorded size and sha256 (exit 1 if any differ)")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("export", help="write the run as a CheXpert-style data set")
-    p.add_argument("session", type=Path)
-    p.add_argument("--out", type=Path, required=True)
+    p = _command(sub, "export", "write the run as a CheXpert-style data set: photos, captures.csv, README.md",
+                 "rig export sessions/demo.yaml --out demo/export --photos masked")
+    p.add_argument("session", type=Path, help=SESSION_HELP)
+    p.add_argument("--out", type=Path, required=True, help="folder to write the data set to (replaced as a whole)")
     p.add_argument("--replace", action="store_true", help="overwrite an export of another run in --out")
+    p.add_argument("--photos", choices=("masked", "full", "registered"), default="masked",
+                   help="masked: as shot, black outside the x-ray (no fiducial markers); full: the camera's files; "
+                        "registered: the x-ray rectified to the source image")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("calibrate", help="measure the rig from photos of a ChArUco board on its monitor")
-    cal = p.add_subparsers(dest="action", required=True)
-    c = cal.add_parser("intrinsics", help="camera matrix and distortion from views of the board")
-    c.add_argument("rig", type=Path)
+    p = _command(sub, "calibrate", "measure the rig from photos of a ChArUco board on its monitor",
+                 "rig calibrate intrinsics calibration/sim-rig.yaml")
+    cal = p.add_subparsers(dest="action", required=True, metavar="WHAT")
+    c = _command(cal, "intrinsics", "camera matrix and distortion from views of the board",
+                 "rig calibrate intrinsics calibration/sim-rig.yaml --max-rms 0.8")
+    c.add_argument("rig", type=Path, help=RIG_HELP)
     c.add_argument("--max-rms", type=float, default=1.0, help="reject a result above this reprojection error (px)")
-    c = cal.add_parser("angles", help="servo pulse -> physical angle for every channel")
-    c.add_argument("rig", type=Path)
+    c = _command(cal, "angles", "servo pulse -> physical angle for every channel",
+                 "rig calibrate angles calibration/sim-rig.yaml --steps 9")
+    c.add_argument("rig", type=Path, help=RIG_HELP)
     c.add_argument("--steps", type=int, default=9, help="positions per channel")
-    c = cal.add_parser("poses", help="screen-to-photo geometry and margin of each named pose")
-    c.add_argument("rig", type=Path)
-    c = cal.add_parser("range", help="per-channel angle range that keeps the whole screen in frame")
-    c.add_argument("rig", type=Path)
+    c = _command(cal, "poses", "screen-to-photo geometry and margin of each named pose",
+                 "rig calibrate poses calibration/sim-rig.yaml")
+    c.add_argument("rig", type=Path, help=RIG_HELP)
+    c = _command(cal, "range", "per-channel angle range that keeps the whole screen in frame",
+                 "rig calibrate range calibration/sim-rig.yaml --margin 20")
+    c.add_argument("rig", type=Path, help=RIG_HELP)
     c.add_argument("--margin", type=float, default=20.0, help="pixels the screen must stay inside the frame")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("jog", help="move channels from the keyboard and save named poses")
-    p.add_argument("rig", type=Path)
+    p = _command(sub, "jog", "move channels from the keyboard and save named poses", "rig jog calibration/sim-rig.yaml")
+    p.add_argument("rig", type=Path, help=RIG_HELP)
     p.set_defaults(func=cmd_jog)
 
-    p = sub.add_parser("doctor", help="what this machine can reach: cameras, serial ports, firmware tools, a rig")
+    p = _command(sub, "doctor", "what this machine can reach: cameras, serial ports, firmware tools, a rig",
+                 "rig doctor calibration/sim-rig.yaml")
     p.add_argument("rig", type=Path, nargs="?", help="a rig file whose devices to open once")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("firmware", help="build or flash the rigctl controller firmware")
-    fw = p.add_subparsers(dest="action", required=True)
-    fw.add_parser("build", help="make -C firmware (Debian's gcc-avr, avr-libc, arduino-core-avr)")
-    fl = fw.add_parser("flash", help="flash an Uno/Nano through its bootloader with avrdude")
+    p = _command(sub, "firmware", "build or flash the rigctl controller firmware", "rig firmware build")
+    fw = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _command(fw, "build", "make -C firmware (Debian's gcc-avr, avr-libc, arduino-core-avr)", "rig firmware build")
+    fl = _command(fw, "flash", "flash an Uno/Nano through its bootloader with avrdude",
+                  "rig firmware flash --port /dev/ttyACM0 --baud 115200")
     fl.add_argument("--port", required=True, help="serial device of the board, e.g. /dev/ttyACM0")
     fl.add_argument("--baud", type=int, default=115200, help="bootloader baud rate (old Nanos: 57600)")
     p.set_defaults(func=cmd_firmware)
 
     from rig.synth import add_arguments as synth_arguments
 
-    synth_arguments(sub.add_parser("synth", help="CheXphoto's synthetic photographic transformations of images"))
+    synth_arguments(_command(sub, "synth", "CheXphoto's synthetic photographic transformations of images",
+                             "rig synth --csv demo/data/train.csv --image-root demo/data --out demo/synth/digital "
+                             "--set digital"))
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -410,14 +449,15 @@ def _duration(seconds: float) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     from rig.export import export
 
-    _, store = _existing_store(args.session)
+    session, store = _existing_store(args.session)
     try:
-        result = export(store, args.out, replace=args.replace)
+        result = export(store, args.out, session, replace=args.replace, photos=args.photos)
     finally:
         store.close()
     c = result.counts
     Console(soft_wrap=True, highlight=False).print(
-        f"exported {result.photos} photos and captures.csv to {args.out}: {c.done}/{c.planned} done, "
+        f"exported {result.photos} photos ({args.photos}), captures.csv and README.md to {args.out}: "
+        f"{c.done}/{c.planned} done, "
         f"{c.failed} failed, {c.pending} pending")
     if c.pending:
         console.print(f"[bold yellow]incomplete:[/] the run is not finished; resume it with: {rig_command()} run {args.session}, "

@@ -371,15 +371,17 @@ class Engine:
                     self._after_failure(job, failure, final)
                     return
                 verdict, registered = self._verify(job, files)
+                # the x-ray's rectangle on screen: with the homography it locates the x-ray in the photo (export)
+                record = {**verdict.record(), "xray": list(job.expected.xray)} if job.expected else verdict.record()
                 if verdict.ok:
-                    self.store.commit_photo(job.item, job.capture, files, verdict.record(), registered)
+                    self.store.commit_photo(job.item, job.capture, files, record, registered)
                     self._result.captured += 1
                     self._streak = (0, set(), set())
                     self.on_progress("done")
                     return
                 failure = "qa: " + "; ".join(verdict.reasons)
                 final = self.store.commit_rejected(job.item, job.capture, files, failure, job.max_attempts,
-                                                   verdict.record())
+                                                   record)
                 self._result.rejected += 1
                 self._after_failure(job, failure, final)
                 return

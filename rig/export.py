@@ -1,4 +1,9 @@
-"""Export a run as a data set a CheXpert user can load: photos in the CheXpert tree plus captures.csv.
+"""Export a run as a data set a CheXpert user can load: photos in the CheXpert tree plus captures.csv
+and a dataset card (README.md) that says how it was made.
+
+Photos come in one of three forms (`--photos`): `masked` (the default: the photo as shot with
+everything outside the x-ray's quadrilateral black, so no fiducial marker shows), `full` (the
+camera's own files) or `registered` (the x-ray area rectified to the source image's pixel grid).
 
 The export is built in a sibling folder `.<out>.partial` and swapped into place with renames, so a
 kill at any moment leaves either the previous export or the new one under the requested name, and
@@ -10,22 +15,39 @@ data set of another run.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
+import cv2
+import jinja2
+import numpy as np
+
+import rig
+from rig import calibration
 from rig.command import rig_command
+from rig.config import Session
 from rig.errors import ConfigError, RigError
 from rig.store import Counts, RunStore, _fsync_dir
 
 INFO = "export.json"
+CARD = "README.md"
+PHOTO_FORMS = ("masked", "full", "registered")
+DEFAULT_PHOTOS = "masked"
+# After the CheXpert-style columns (Path, Study, Source, the labels) and the run's own (Condition ...
+# Registered), unchanged: the capture facts.
+FACT_COLUMNS = ["Pose", "Lighting", "Pulses", "PanDeg", "TiltDeg", "Lights", "CapturedAt", "Sharpness", "Margin",
+                "Clipped", "FrameId", "Rig", "Calibration"]
 
 
 class ExportRefused(RigError):
@@ -42,8 +64,11 @@ class Exported:
     counts: Counts  # the run's state when it was exported (the same snapshot as the photos)
 
 
-def export(store: RunStore, out: Path, replace: bool = False) -> Exported:
+def export(store: RunStore, out: Path, session: Session, replace: bool = False,
+           photos: str = DEFAULT_PHOTOS) -> Exported:
     """Write every accepted capture under `out` (replacing an earlier export of this run)."""
+    if photos not in PHOTO_FORMS:
+        raise ConfigError(f"--photos {photos}: choose one of {', '.join(PHOTO_FORMS)}")
     out = out.resolve()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -65,8 +90,10 @@ def export(store: RunStore, out: Path, replace: bool = False) -> Exported:
             store.db.execute("BEGIN")  # one snapshot: the counts describe exactly the photos exported
             try:
                 counts = store.counts()
-                photos = _write(store, partial, json.loads(store.meta("label_columns") or "[]"))
-                _write_info(store, partial, counts, photos)
+                facts = _Facts(session)
+                written = _write(store, partial, json.loads(store.meta("label_columns") or "[]"), photos, facts)
+                _write_info(store, partial, counts, written)
+                _write_card(store, session, partial, counts, written, photos, facts)
             finally:
                 store.db.execute("COMMIT")
         except BaseException as e:
@@ -82,7 +109,7 @@ def export(store: RunStore, out: Path, replace: bool = False) -> Exported:
         except OSError as e:
             raise ConfigError(f"--out {out}: cannot put the export in place ({e.strerror}: {e.filename}); "
                               "fix that, then export again") from None
-    return Exported(photos, counts)
+    return Exported(written, counts)
 
 
 def _sibling(out: Path, kind: str) -> Path:
@@ -175,37 +202,183 @@ def _write_info(store: RunStore, partial: Path, counts: Counts, photos: int) -> 
         os.fsync(f.fileno())
 
 
-def _write(store: RunStore, partial: Path, label_columns: list[str]) -> int:
+class _Facts:
+    """What the CSV says about the rig and its calibration, from the session's rig file."""
+
+    def __init__(self, session: Session) -> None:
+        self.rig = session.rig
+        self.rig_path = session.rig_path
+        cal = calibration.load(session.rig_path)
+        if cal is not None and cal.hardware_digest != calibration.hardware_digest(session.rig):
+            cal = None  # measured for other hardware: it says nothing about these photos
+        self.calibration = cal
+        self.calibration_name = ""
+        if cal is not None:
+            dates = [r.created for r in (cal.intrinsics, *cal.angles.values(), *cal.poses.values(),
+                                         *cal.ranges.values()) if r is not None]
+            self.calibration_name = calibration.calibration_path(session.rig_path).name + (
+                f"@{max(dates)}" if dates else "")
+
+    def angle(self, servo: str, pulses: dict[str, int]) -> str:
+        rec = self.calibration.angles.get(servo) if self.calibration else None
+        if rec is None or servo not in pulses:
+            return ""
+        return f"{float(np.polyval(rec.coeffs, pulses[servo])):.3f}"
+
+    def row(self, c: dict[str, object]) -> list[object]:
+        readback = json.loads(str(c["readback"] or "{}"))
+        qa = json.loads(str(c["qa"] or "{}"))
+        positions = readback.get("positions") or []
+        levels = readback.get("lights") or []
+        commanded = {int(k): v for k, v in json.loads(str(c["commanded"] or "{}")).items()}
+        commanded_lights = {int(k): v for k, v in json.loads(str(c["lights"] or "{}")).items()}
+        pulses = {name: positions[s.channel] if s.channel < len(positions) else commanded.get(s.channel)
+                  for name, s in self.rig.servos.items()}
+        lights = {name: levels[l.channel] if l.channel < len(levels) else commanded_lights.get(l.channel)
+                  for name, l in self.rig.lights.items()}
+        at = dt.datetime.fromtimestamp(float(c["started_at"]), dt.timezone.utc)  # type: ignore[arg-type]
+        return [c["pose"], c["lighting"], json.dumps(pulses), self.angle("camera_pan", pulses),
+                self.angle("camera_tilt", pulses), json.dumps(lights),
+                at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                _blank(qa.get("sharpness")), _blank(qa.get("margin_px")), _blank(qa.get("clipped")),
+                _blank(c["frame_id"]), self.rig.name, self.calibration_name]
+
+
+def _blank(value: object) -> object:
+    return "" if value is None else value
+
+
+def _write(store: RunStore, partial: Path, label_columns: list[str], form: str, facts: _Facts) -> int:
     count = 0
-    with open(partial / "captures.csv", "w", newline="", encoding="utf-8") as f:
+    with open(partial / "captures.csv", "w", newline="", encoding="utf-8") as f, \
+            ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="rig-mask") as pool:
         writer = csv.writer(f)
-        writer.writerow(["Path", "Study", "Source", *label_columns, "Condition", "Attempt", "SHA256", "Registered"])
+        writer.writerow(["Path", "Study", "Source", *label_columns, "Condition", "Attempt", "SHA256", "Registered",
+                         *FACT_COLUMNS])
         used: set[str] = set()
-        for (study, image_id, source, labels, condition, rep, attempt, photo, sha, registered,
-             file_hashes) in store.accepted():
-            sizes = {f["path"]: f["bytes"] for f in json.loads(str(file_hashes or "[]"))}
-            image = PurePosixPath(str(image_id))
+        batch: list[tuple[list[object], object]] = []
+        at_sha = 3 + len(label_columns) + 2  # the SHA256 column
+
+        def flush() -> None:
+            for row, sha in batch:  # masked photos are made in parallel, written to the CSV in plan order
+                row[at_sha] = sha.result() if isinstance(sha, Future) else sha
+                writer.writerow(row)
+            batch.clear()
+
+        for c in store.accepted_captures():
+            image_id, condition, rep = str(c["image_id"]), c["condition"], c["rep"]
+            sizes = {x["path"]: x["bytes"] for x in json.loads(str(c["file_hashes"] or "[]"))}
+            image = PurePosixPath(image_id)
             base = f"{image.with_suffix('')}_{condition}_{rep}"
             if base in used:  # e.g. img.jpg and img.png of one folder: keep both, never overwrite
-                base = f"{base}_a{attempt}"
+                base = f"{base}_a{c['attempt']}"
             used.add(base)
-            rel = base + PurePosixPath(str(photo)).suffix
+            photo, registered = str(c["photo"]), c["registered"]
             what = f"the accepted photo of {image_id} ({condition} r{rep})"
-            _link_or_copy(store, str(photo), sizes.get(str(photo)), partial / rel, what)
             crop = ""
             if registered:  # the x-ray area rectified to the source image: a pixel-aligned pair
                 crop = f"{base}.registered.png"
                 _link_or_copy(store, str(registered), sizes.get(str(registered)), partial / crop,
                               f"the registered crop of {image_id} ({condition} r{rep})")
-            writer.writerow([rel, study, source, *json.loads(str(labels)), condition, attempt, sha, crop])
+            sha: object
+            if form == "full":
+                rel = base + PurePosixPath(photo).suffix
+                _link_or_copy(store, photo, sizes.get(photo), partial / rel, what)
+                sha = c["sha256"]
+            elif form == "registered":
+                if not crop:
+                    raise ConfigError(f"--photos registered: {image_id} ({condition} r{rep}) has no registered "
+                                      "crop (the session's qa.save_registered was off when it was taken); "
+                                      "choose --photos masked or full")
+                rel = crop
+                sha = next(x["sha256"] for x in json.loads(str(c["file_hashes"])) if x["path"] == registered)
+            else:
+                rel = base + ".png"
+                src = _checked(store, photo, sizes.get(photo), what)
+                sha = pool.submit(_write_masked, src, c, partial / rel, what)
+            labels = json.loads(str(c["labels"]))
+            batch.append(([rel, c["study"], c["source"], *labels, condition, c["attempt"], "", crop,
+                           *facts.row(c)], sha))
             count += 1
+            if len(batch) >= 64:  # bounded: memory stays flat for a million photos
+                flush()
+        flush()
         f.flush()
         os.fsync(f.fileno())
     return count
 
 
-def _link_or_copy(store: RunStore, rel: str, size: int | None, dst: Path, what: str) -> None:
-    """Hard-link when on the same file system (instant, no extra space), else copy; never overwrite.
+def masked(photo: np.ndarray, homography: np.ndarray, xray: tuple[int, int, int, int]) -> np.ndarray:
+    """The photo as shot with every pixel outside the x-ray's quadrilateral set to black.
+
+    The quadrilateral is the x-ray's rectangle on screen (continuous screen pixels) mapped through QA's
+    screen-to-photo homography; the fiducial markers sit outside it, in the letterbox bands.
+    """
+    x, y, w, h = xray
+    rect = np.array([[[x, y], [x + w, y], [x + w, y + h], [x, y + h]]], np.float64)
+    quad = cv2.perspectiveTransform(rect, homography)[0]
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    cv2.fillConvexPoly(mask, np.round(quad * 16).astype(np.int32), 255, cv2.LINE_8, shift=4)
+    return cv2.bitwise_and(photo, photo, mask=mask)
+
+
+def _write_masked(src: Path, c: dict[str, object], dst: Path, what: str) -> str:
+    """Write the masked form of an accepted photo as PNG (lossless: no second JPEG generation, and the
+    masked area is exactly black); returns its sha256."""
+    qa = json.loads(str(c["qa"] or "{}"))
+    image = cv2.imdecode(np.fromfile(src, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ConfigError(f"{src}: {what} is not an image OpenCV decodes (RAW?); choose --photos full")
+    if qa.get("homography") is not None:
+        if qa.get("xray") is None:
+            raise ConfigError(f"{src}: {what} was taken by an older rig that did not record where the x-ray is; "
+                              "choose --photos full or registered for this run")
+        image = masked(image, np.array(qa["homography"], np.float64), tuple(qa["xray"]))  # type: ignore[arg-type]
+    # (no homography: the session ran without fiducials; the photo shows no markers and stays as shot)
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise ConfigError(f"{src}: {what} could not be encoded as PNG")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(dst, "xb") as f:
+        f.write(data.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data.tobytes()).hexdigest()
+
+
+def _write_card(store: RunStore, session: Session, partial: Path, counts: Counts, photos: int, form: str,
+                facts: _Facts) -> None:
+    """The dataset card: how the data set was made, for whoever loads it (rig/templates/dataset_card.md.j2)."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("rig", "templates"), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    per_condition = dict(store.db.execute(
+        """SELECT c.label, COUNT(*) FROM attempts a JOIN items it ON it.seq = a.seq
+           JOIN conditions c ON c.condition_no = it.condition_no WHERE a.status = 'accepted' GROUP BY c.label"""))
+    statuses = dict(store.db.execute("SELECT status, COUNT(*) FROM attempts GROUP BY status"))
+    servos = {s.channel: name for name, s in session.rig.servos.items()}
+    lamps = {l.channel: name for name, l in session.rig.lights.items()}
+    conditions = [{"label": c.label, "pose": c.pose, "lighting": c.lighting, "photos": per_condition.get(c.label, 0),
+                   "pulses": {servos.get(ch, str(ch)): v for ch, v in c.targets.items()},
+                   "lights": {lamps.get(ch, str(ch)): v for ch, v in c.lights.items()}}
+                  for c in store._conditions().values()]
+    created = float(store.meta("created") or 0)
+    text = env.get_template("dataset_card.md.j2").render(
+        version=rig.__version__, session=str(session.path), run=str(store.root),
+        run_created=dt.datetime.fromtimestamp(created, dt.timezone.utc).isoformat(timespec="seconds"),
+        exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        rig=session.rig, rig_path=str(session.rig_path), cal=facts.calibration, cal_name=facts.calibration_name,
+        conditions=conditions, repeats=store.meta("repeats"), manifest=store.meta("manifest_source"),
+        counts=counts, photos=photos, form=form, statuses=statuses, kinds=store.failure_kinds(),
+        qa=session.config.qa, fiducials=session.config.fiducials, retries=session.config.retries,
+        label_columns=json.loads(store.meta("label_columns") or "[]"), retransmissions=store.retransmissions())
+    with open(partial / CARD, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _checked(store: RunStore, rel: str, size: int | None, what: str) -> Path:
+    """The run's file, if it is there at the size the store recorded.
 
     A file the store lists but the disk no longer has (or has at another size) stops the export
     with its name: a data set must not silently lack a photo its run accepted.
@@ -219,6 +392,12 @@ def _link_or_copy(store: RunStore, rel: str, size: int | None, dst: Path, what: 
         state = "is missing" if actual is None else f"has {actual} bytes, the run store says {size}"
         raise MissingPhoto(f"{src}: {what} {state}; nothing was exported; restore it from a backup "
                            f"('{rig_command()} status {store.meta('session')} --verify' lists every missing or changed file)")
+    return src
+
+
+def _link_or_copy(store: RunStore, rel: str, size: int | None, dst: Path, what: str) -> None:
+    """Hard-link when on the same file system (instant, no extra space), else copy; never overwrite."""
+    src = _checked(store, rel, size, what)
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
@@ -229,4 +408,3 @@ def _link_or_copy(store: RunStore, rel: str, size: int | None, dst: Path, what: 
             shutil.copyfileobj(f_in, f_out)
             f_out.flush()
             os.fsync(f_out.fileno())
-

@@ -441,6 +441,20 @@ class RunStore:
                JOIN images im ON im.image_no = it.image_no JOIN conditions c ON c.condition_no = it.condition_no
                WHERE a.status = 'accepted' ORDER BY it.seq""")
 
+    def accepted_captures(self) -> Iterator[dict[str, object]]:
+        """Every accepted capture with its image, condition and what was recorded when it was taken,
+        in plan order (the export's rows)."""
+        cur = self.db.execute(
+            """SELECT im.study_id AS study, im.image_id, im.source, im.labels, c.label AS condition, c.pose,
+                      c.lighting, it.rep, a.attempt_id AS attempt, a.photo, a.sha256, a.registered, a.file_hashes,
+                      a.commanded, a.readback, a.lights, a.started_at, a.frame_id, a.qa
+               FROM attempts a JOIN items it ON it.seq = a.seq
+               JOIN images im ON im.image_no = it.image_no JOIN conditions c ON c.condition_no = it.condition_no
+               WHERE a.status = 'accepted' ORDER BY it.seq""")
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            yield dict(zip(names, row))
+
     def kept_files(self) -> Iterator[tuple[str, str, dict[str, object]]]:
         """(attempt status, what it shows, {path, bytes, sha256}) of every file the run keeps."""
         for status, image_id, label, rep, files in self.db.execute(
@@ -505,7 +519,7 @@ class RunStore:
 
         Returns True when the item is now failed for good, False when it should be retaken.
         """
-        attempt_id, rels, hashes = self._write_attempt(item, capture, files, qa, None)
+        attempt_id, rels, hashes = self._write_attempt(item, capture, files, qa, None, tree="rejected")
         with self.transaction():
             self.db.execute(
                 """UPDATE attempts SET status = 'rejected', reason = ?, finished_at = ?, bytes = ?, sha256 = ?,
@@ -520,8 +534,14 @@ class RunStore:
         return state == "failed"
 
     def _write_attempt(self, item: Item, capture: Capture, files: Sequence[CameraFile],
-                       qa: dict[str, object] | None, registered: bytes | None) -> tuple[int, list[str], list[str]]:
-        """Journal the attempt as `writing` naming its files, then write them; returns (id, names, hashes)."""
+                       qa: dict[str, object] | None, registered: bytes | None,
+                       tree: str = "photos") -> tuple[int, list[str], list[str]]:
+        """Journal the attempt as `writing` naming its files, then write them; returns (id, names, hashes).
+
+        Accepted photos go under `photos/`, rejected ones under `rejected/` (`tree`): browsing
+        `photos/` never shows a photo that must not be used. Each attempt row names its own files,
+        so recovery, `status --verify` and export follow the recorded paths of old runs too.
+        """
         if not files:
             raise ValueError("a capture without files cannot be committed")
         all_files = list(files)
@@ -533,7 +553,7 @@ class RunStore:
                    VALUES (?, 'writing', ?, ?, ?, ?, ?, ?) RETURNING attempt_id""",
                 (item.seq, capture.started_at, json.dumps(capture.commanded), json.dumps(capture.readback),
                  json.dumps(capture.lights), capture.frame_id, _json_or_none(qa))).fetchone()[0]
-            rels = self._photo_names(item, attempt_id, files)
+            rels = self._photo_names(item, attempt_id, files, tree)
             if registered is not None:
                 rels.append(rels[0] + ".registered.png")
             self.db.execute("UPDATE attempts SET files = ?, photo = ?, registered = ? WHERE attempt_id = ?",
@@ -541,9 +561,9 @@ class RunStore:
         hashes = [_write_atomically(self.root / rel, f.data) for rel, f in zip(rels, all_files)]
         return attempt_id, rels, hashes
 
-    def _photo_names(self, item: Item, attempt_id: int, files: Sequence[CameraFile]) -> list[str]:
+    def _photo_names(self, item: Item, attempt_id: int, files: Sequence[CameraFile], tree: str) -> list[str]:
         view = PurePosixPath(item.image_id).stem
-        base = f"photos/{item.study_id}/{view}/{item.condition.label}_r{item.rep}_a{attempt_id}"
+        base = f"{tree}/{item.study_id}/{view}/{item.condition.label}_r{item.rep}_a{attempt_id}"
         names: list[str] = []
         for f in files:
             suffix = PurePosixPath(f.name).suffix.lower() or ".bin"

@@ -43,14 +43,15 @@ def _leftovers(out: Path) -> list[str]:
 
 
 def _check_export(out: Path, run: Path) -> int:
-    """The export holds exactly the run's accepted photos and crops, intact; returns how many photos."""
+    """The export (--photos full) holds exactly the run's accepted photos and crops, intact, and its
+    dataset card; returns how many photos."""
     with sqlite3.connect(run / "run.sqlite") as db:
         accepted = dict(db.execute("SELECT attempt_id, sha256 FROM attempts WHERE status = 'accepted'").fetchall())
         created = db.execute("SELECT value FROM meta WHERE key = 'created'").fetchone()[0]
     with open(out / "captures.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {int(r["Attempt"]): r["SHA256"] for r in rows} == accepted
-    expected = {"captures.csv", "export.json"}
+    expected = {"captures.csv", "export.json", "README.md"}
     for r in rows:
         assert hashlib.sha256((out / r["Path"]).read_bytes()).hexdigest() == r["SHA256"]
         assert r["Registered"] and (out / r["Registered"]).is_file()
@@ -71,7 +72,7 @@ def _counts(run: Path) -> dict[str, int]:
 
 def test_every_export_says_how_complete_the_run_is(tmp_path: Path, phantoms: Path, finished: Path) -> None:
     session = _copy(finished, tmp_path / "whole", phantoms)
-    done = run_rig("export", str(session), "--out", str(tmp_path / "whole-export"))
+    done = run_rig("export", str(session), "--out", str(tmp_path / "whole-export"), "--photos", "full")
     assert done.returncode == 0, done.stderr
     assert "48/48 done, 0 failed, 0 pending" in done.stdout and "incomplete" not in done.stderr
     assert json.loads((tmp_path / "whole-export" / "export.json").read_text())["complete"] is True
@@ -94,7 +95,7 @@ def test_every_export_says_how_complete_the_run_is(tmp_path: Path, phantoms: Pat
     counts = _counts(part / "run")
     planned = sum(counts.values())
     assert counts.get("failed", 0) >= 1 and counts.get("pending", 0) > 0
-    result = run_rig("export", str(session), "--out", str(tmp_path / "part-export"))
+    result = run_rig("export", str(session), "--out", str(tmp_path / "part-export"), "--photos", "full")
     assert result.returncode == 0, result.stderr
     assert f"{counts['done']}/{planned} done, {counts['failed']} failed, {counts['pending']} pending" in result.stdout
     assert "incomplete" in result.stderr and f"rig run {session}" in result.stderr
@@ -111,22 +112,22 @@ def test_an_export_of_another_run_is_replaced_only_with_replace(tmp_path: Path, 
                           conditions=[{"pose": "front", "lighting": "bright"}])
     assert run_rig("run", str(theirs)).returncode == 0
     out = tmp_path / "export"
-    assert run_rig("export", str(theirs), "--out", str(out)).returncode == 0
+    assert run_rig("export", str(theirs), "--out", str(out), "--photos", "full").returncode == 0
     before = (out / "captures.csv").read_bytes()
 
-    refused = run_rig("export", str(ours), "--out", str(out))
+    refused = run_rig("export", str(ours), "--out", str(out), "--photos", "full")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
     assert "another run" in refused.stderr and "--replace" in refused.stderr and str(theirs) in refused.stderr
     assert (out / "captures.csv").read_bytes() == before and _leftovers(out) == []
 
-    again = run_rig("export", str(theirs), "--out", str(out))  # the same run again: no flag needed
+    again = run_rig("export", str(theirs), "--out", str(out), "--photos", "full")  # the same run again: no flag needed
     assert again.returncode == 0, again.stderr
-    replaced = run_rig("export", str(ours), "--out", str(out), "--replace")
+    replaced = run_rig("export", str(ours), "--out", str(out), "--photos", "full", "--replace")
     assert replaced.returncode == 0, replaced.stderr
     assert _check_export(out, tmp_path / "ours" / "run") == 48
 
     (out / "export.json").unlink()  # an export that does not say where it came from (an older rig's)
-    unknown = run_rig("export", str(ours), "--out", str(out))
+    unknown = run_rig("export", str(ours), "--out", str(out), "--photos", "full")
     assert unknown.returncode == 2 and "--replace" in unknown.stderr and unknown.stderr.count("\n") == 1
 
 
@@ -156,9 +157,9 @@ def test_export_recovers_from_each_state_a_kill_can_leave(tmp_path: Path, phanto
                                                           state: str) -> None:
     session = _copy(finished, tmp_path, phantoms)
     out = tmp_path / "export"
-    assert run_rig("export", str(session), "--out", str(out)).returncode == 0
+    assert run_rig("export", str(session), "--out", str(out), "--photos", "full").returncode == 0
     _export_states(out)[state]()
-    result = run_rig("export", str(session), "--out", str(out))
+    result = run_rig("export", str(session), "--out", str(out), "--photos", "full")
     assert result.returncode == 0, result.stderr
     assert _check_export(out, tmp_path / "run") == 48
     assert _leftovers(out) == []
@@ -170,13 +171,13 @@ def test_sigkill_at_random_moments_of_an_export_then_reexport_gives_a_complete_e
     random times; each next export starts from what the kill left."""
     session = _copy(finished, tmp_path, phantoms)
     out = tmp_path / "export"
-    assert run_rig("export", str(session), "--out", str(out)).returncode == 0
+    assert run_rig("export", str(session), "--out", str(out), "--photos", "full").returncode == 0
     rng = random.Random(20261130)
     landed: dict[str, int] = {}
     kills = finished_early = 0
     while kills < KILLS:
         aim = ("writing", "removal", "random")[kills % 3]
-        proc = subprocess.Popen([*RIG_BIN, "export", str(session), "--out", str(out)], cwd=REPO,
+        proc = subprocess.Popen([*RIG_BIN, "export", str(session), "--out", str(out), "--photos", "full"], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         started = time.monotonic()
         delay = rng.uniform(0, 0.005) if aim == "writing" else rng.uniform(0.2, 3.0)
@@ -204,7 +205,7 @@ def test_sigkill_at_random_moments_of_an_export_then_reexport_gives_a_complete_e
                  else "mid-write" if left else "before or after the export")
         landed[where] = landed.get(where, 0) + 1
 
-    final = run_rig("export", str(session), "--out", str(out))
+    final = run_rig("export", str(session), "--out", str(out), "--photos", "full")
     assert final.returncode == 0, final.stderr
     print(f"\n{kills} SIGKILLs landed: {landed}; {finished_early} exports finished between them")
     assert landed.get("mid-removal", 0) >= 3 and landed.get("mid-write", 0) >= 3
@@ -229,7 +230,7 @@ def test_status_verify_finds_missing_and_changed_files_and_export_names_the_miss
     gone = run / photos[1]
     gone.unlink()
     out = tmp_path / "export"
-    result = run_rig("export", str(session), "--out", str(out))
+    result = run_rig("export", str(session), "--out", str(out))  # the default, masked: reads the photo too
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert str(gone) in result.stderr and "missing" in result.stderr and "--verify" in result.stderr
     assert "free space" not in result.stderr

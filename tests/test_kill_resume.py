@@ -99,7 +99,8 @@ def test_sigkill_at_random_moments_then_resume_gives_exactly_one_photo_per_item(
     for _, photo, sha, size in accepted:
         data = (run / photo).read_bytes()
         assert len(data) == size and hashlib.sha256(data).hexdigest() == sha
-    on_disk = {p.relative_to(run).as_posix() for p in (run / "photos").rglob("*") if p.is_file()}
+    on_disk = {p.relative_to(run).as_posix() for tree in ("photos", "rejected") for p in (run / tree).rglob("*")
+               if p.is_file()}
     # No stray, temp or orphaned files: every file is an accepted photo, or a photo QA rejected, kept
     # with its attempt row.
     assert {photo for _, photo, _, _ in accepted} <= set(kept)
