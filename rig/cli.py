@@ -59,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--replace", action="store_true", help="overwrite an export of another run in --out")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("report", help="write report.html into the run folder: contact sheets, rejects, QA and "
+                                      "timing plots", description="Write report.html (thumbnails in report_files/ "
+                                      "beside it) into the run folder and print its path. Example: rig report "
+                                      "sessions/demo.yaml")
+    p.add_argument("session", type=Path, help="the session file of the run")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("calibrate", help="measure the rig from photos of a ChArUco board on its monitor")
     cal = p.add_subparsers(dest="action", required=True)
     c = cal.add_parser("intrinsics", help="camera matrix and distortion from views of the board")
@@ -421,6 +428,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     elif c.failed:
         console.print(f"[bold yellow]incomplete:[/] {c.failed} item(s) failed for good; "
                       f"'rig status {args.session}' lists why", highlight=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rig.report import write_report
+
+    session, store = _existing_store(args.session)
+    try:
+        path = write_report(session, store)
+    finally:
+        store.close()
+    print(path)
     return 0
 
 
