@@ -185,7 +185,6 @@ def _stage_table(attempts: list[Attempt]) -> list[dict[str, object]]:
 
 def _with_thumbs(root: Path, shots: list[Attempt]) -> list[Attempt]:
     """Make each photo's thumbnail once (kept in report_files/ for the next report)."""
-    folder = root / THUMBS
     for a in shots:
         if a.photo is None:
             continue
@@ -193,8 +192,6 @@ def _with_thumbs(root: Path, shots: list[Attempt]) -> list[Attempt]:
         if not (root / rel).is_file() and not _make_thumb(root / a.photo, root / rel):
             continue
         a.thumb = rel
-    if not folder.exists():
-        folder.mkdir(exist_ok=True)
     return shots
 
 
@@ -232,11 +229,14 @@ def _qa_figure(attempts: list[Attempt], conditions: list[str], min_sharpness: fl
                 ("margin_px", "margin (px from the photo's edge)", None),
                 ("clipped", "clipped (share of the x-ray area)", max_clipped)]
     for ax, (key, title, limit) in zip(axes, measures):
-        for label in conditions:
-            values = [float(a.qa[key]) for a in attempts  # type: ignore[arg-type]
-                      if a.condition == label and a.qa.get(key) is not None]
+        by_condition = {label: [float(a.qa[key]) for a in attempts  # type: ignore[arg-type]
+                                if a.condition == label and a.qa.get(key) is not None] for label in conditions}
+        everything = [v for values in by_condition.values() for v in values] + ([limit] if limit is not None else [])
+        lo, hi = min(everything, default=0.0), max(everything, default=1.0)
+        span = (lo, hi) if hi > lo else (lo, lo + 1.0)  # one range for every condition: bars line up
+        for label, values in by_condition.items():
             if values:
-                ax.hist(values, bins=20, histtype="step", linewidth=1.6, label=label)
+                ax.hist(values, bins=20, range=span, histtype="step", linewidth=1.6, label=label)
         if limit is not None:
             ax.axvline(limit, color="black", linestyle="--", linewidth=1, label="QA limit")
         ax.set_title(title, fontsize=10)
