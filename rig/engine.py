@@ -95,6 +95,7 @@ class Engine:
         self._lights: dict[int, int] | None = None
         self._restores: int | None = None  # the driver's restore count when the state was last set
         self._retransmissions_saved = getattr(devices.motion, "retransmissions", 0)
+        self._reasons_saved: dict[str, int] = dict(getattr(devices.motion, "retransmission_reasons", {}))
         display = devices.display
         self.layout = fiducial_layout(display.width, display.height) if session.config.fiducials else None
         self.qa = PhotoQA(session.config.qa)  # used on the I/O thread only
@@ -334,8 +335,10 @@ class Engine:
         """Add the link's retransmissions since the last save to the store (shown by `rig status`)."""
         n = getattr(self.devices.motion, "retransmissions", 0)
         if n != self._retransmissions_saved:
-            self.store.add_retransmissions(n - self._retransmissions_saved)
-            self._retransmissions_saved = n
+            reasons = dict(getattr(self.devices.motion, "retransmission_reasons", {}))
+            self.store.add_retransmissions(n - self._retransmissions_saved, {
+                why: k - self._reasons_saved.get(why, 0) for why, k in reasons.items()})
+            self._retransmissions_saved, self._reasons_saved = n, reasons
 
     # ------------------------------------------------------------ I/O thread
 

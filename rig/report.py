@@ -107,6 +107,7 @@ def write_report(session: Session, store: RunStore) -> Path:
         rejects=rejects,
         pauses=pauses,
         retransmissions=store.retransmissions(),
+        retransmission_reasons=sorted(store.retransmission_reasons().items(), key=lambda kv: -kv[1]),
         stage_table=_stage_table(attempts),
         qa_plot=_svg("qa", _qa_figure(attempts, conditions, qa_cfg.min_sharpness, qa_cfg.max_clipped)),
         rate_plot=_svg("rate", _rate_figure(attempts, pause_spans)),

@@ -260,14 +260,24 @@ class RunStore:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def add_retransmissions(self, n: int) -> None:
-        """Count commands the controller link had to resend (a noisy serial line shows here first)."""
+    def add_retransmissions(self, n: int, reasons: dict[str, int] | None = None) -> None:
+        """Count commands the controller link had to resend (a noisy serial line shows here first),
+        in all and by reason ("no reply in time", "damaged reply", ...)."""
         with self.transaction():
             self.db.execute("""INSERT INTO meta(key, value) VALUES ('retransmissions', ?) ON CONFLICT(key)
                                DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value""", (str(n),))
+            if reasons:
+                total = self.retransmission_reasons()
+                for why, k in reasons.items():
+                    total[why] = total.get(why, 0) + k
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('retransmission_reasons', ?)",
+                                (json.dumps({w: k for w, k in total.items() if k}),))
 
     def retransmissions(self) -> int:
         return int(self.meta("retransmissions") or 0)
+
+    def retransmission_reasons(self) -> dict[str, int]:
+        return json.loads(self.meta("retransmission_reasons") or "{}")
 
     def record_pause(self, reason: str) -> None:
         """Keep why the run paused or stopped (shown by `rig report`); the next run's start ends it."""

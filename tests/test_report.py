@@ -42,7 +42,8 @@ def shot(tmp_path_factory: pytest.TempPathFactory, phantoms: Path) -> Path:
     session = session_file(d, data, rig, retries=0, failure_streak=2, qa={"min_sharpness": 50.0})
     first = run_rig("run", str(session))
     assert first.returncode == 3 and "consecutive items" in first.stderr, first.stderr
-    rig_file(d, sim={"display_lag_frames": [0, 3]})  # now and then the photo shows the previous frame
+    # Now and then the photo shows the previous frame, and the controller's line is noisy.
+    rig_file(d, sim={"display_lag_frames": [0, 3], "line_noise": {"corrupt_bytes": 0.002, "drop_lines": 0.02}})
     session_file(d, data, rig, retries=12, failure_streak=0)
     second = run_rig("run", str(session), "--retry-failed")
     assert second.returncode == 0, second.stderr
@@ -94,6 +95,18 @@ def test_rig_report_writes_one_page_into_the_run_folder_and_prints_its_path(shot
     for word in ("front-bright", "left-dim", "right_high-left_only", "retransmissions", "sharpness", "download"):
         assert word in html, word
     assert html.count('class="thumb accepted"') == sum(r["status"] == "accepted" for r in rows)
+
+
+def test_retransmissions_are_recorded_by_reason_and_shown(shot: Path) -> None:
+    with sqlite3.connect(shot.parent / "run" / "run.sqlite") as db:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    total, reasons = int(meta["retransmissions"]), json.loads(meta["retransmission_reasons"])
+    assert total > 0 and sum(reasons.values()) == total, (total, reasons)
+    assert set(reasons) <= {"no reply in time", "damaged reply", "command arrived damaged", "controller busy"}
+    assert run_rig("report", str(shot)).returncode == 0
+    html = (shot.parent / "run" / "report.html").read_text()
+    for reason, n in reasons.items():
+        assert re.search(rf"<td>{reason}</td><td class=\"num\">{n}</td>", html), reason
 
 
 def test_rig_report_refuses_a_run_store_of_an_older_schema_in_one_line(tmp_path: Path, phantoms: Path) -> None:
