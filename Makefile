@@ -24,15 +24,18 @@ demo: $(STAMP) demo/data/train.csv
 	$(BIN)/rig run sessions/demo.yaml
 	$(BIN)/rig status sessions/demo.yaml
 	$(BIN)/rig export sessions/demo.yaml --out demo/export
+	$(BIN)/rig report sessions/demo.yaml
 
 # The AVR toolchain and simavr come from Debian packages (installed only when missing).
 firmware:
 	sh firmware/install-deps.sh
 	$(MAKE) -C firmware
 
-# tmux drives the terminal UI test of `rig jog` (Debian package, installed only when missing).
+# tmux drives the terminal UI test of `rig jog`; headless chromium opens `rig report`'s page in its test
+# (Debian packages, installed only when missing).
 tools:
 	command -v tmux >/dev/null || (apt-get update -q && apt-get install -y --no-install-recommends tmux)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y --no-install-recommends chromium)
 
 test: $(STAMP) firmware tools
 	$(BIN)/python -m pytest -q

@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "registered: the x-ray rectified to the source image")
     p.set_defaults(func=cmd_export)
 
+    p = _command(sub, "report", "write report.html into the run folder (thumbnails in report_files/ beside it): "
+                 "contact sheets, rejects, QA and timing plots; prints its path", "rig report sessions/demo.yaml")
+    p.add_argument("session", type=Path, help=SESSION_HELP)
+    p.set_defaults(func=cmd_report)
+
     p = _command(sub, "calibrate", "measure the rig from photos of a ChArUco board on its monitor",
                  "rig calibrate intrinsics calibration/sim-rig.yaml")
     cal = p.add_subparsers(dest="action", required=True, metavar="WHAT")
@@ -465,6 +470,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     elif c.failed:
         console.print(f"[bold yellow]incomplete:[/] {c.failed} item(s) failed for good; "
                       f"'{rig_command()} status {args.session}' lists why", highlight=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rig.report import write_report
+
+    session, store = _existing_store(args.session)
+    try:
+        path = write_report(session, store)
+    finally:
+        store.close()
+    print(path)
     return 0
 
 

@@ -94,6 +94,7 @@ class Engine:
         self._lights: dict[int, int] | None = None
         self._restores: int | None = None  # the driver's restore count when the state was last set
         self._retransmissions_saved = getattr(devices.motion, "retransmissions", 0)
+        self._reasons_saved: dict[str, int] = dict(getattr(devices.motion, "retransmission_reasons", {}))
         display = devices.display
         self.layout = fiducial_layout(display.width, display.height) if session.config.fiducials else None
         self.qa = PhotoQA(session.config.qa)  # used on the I/O thread only
@@ -104,6 +105,7 @@ class Engine:
 
     def run(self) -> RunResult:
         t0 = time.monotonic()
+        self.store.end_pauses()  # before the I/O thread starts: the store has one writer at a time
         writer = threading.Thread(target=self._writer, name="rig-io", daemon=True)
         writer.start()
         prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rig-prefetch")
@@ -123,6 +125,8 @@ class Engine:
             raise self._shared.fatal
         if self._shared.pause and not self._result.stop_reason:
             self._result.stop_reason = self._shared.pause
+        if (self._result.stop_reason or self._result.interrupted) and not writer.is_alive():
+            self.store.record_pause(self._result.stop_reason or "stopped by the operator")
         return self._result
 
     def _finish_writer(self, writer: threading.Thread) -> None:
@@ -176,16 +180,22 @@ class Engine:
             x, y, xw, xh = prepared.xray
             expected = Expected(frame_id if self.layout else None, self.layout, prepared.xray, prepared.source_size,
                                 prepared.canvas[y:y + xh, x:x + xw])
+            t = [time.monotonic()]  # stage boundaries: moved, shown, confirmed, triggered
             try:
                 self._position(item)
+                t.append(time.monotonic())
                 display.show(frame)
+                t.append(time.monotonic())
                 readback = self._confirm(item)
+                t.append(time.monotonic())
             except DeviceError as e:  # the controller is gone or will not hold the plan: pause, say why
                 self._result.stop_reason = f"controller: {e}"
                 break
             capture = self._capture(item, readback, frame_id)
+            capture.timing.update(move=t[1] - t[0] + t[3] - t[2], settle=t[2] - t[1])
             try:
                 shot = self.devices.camera.trigger()
+                capture.timing["trigger"] = time.monotonic() - t[3]
             except CameraUnavailable as e:
                 self._result.stop_reason = str(e)
                 self._enqueue(_Job(item, capture, failure=f"camera: {e}", max_attempts=None))
@@ -324,8 +334,10 @@ class Engine:
         """Add the link's retransmissions since the last save to the store (shown by `rig status`)."""
         n = getattr(self.devices.motion, "retransmissions", 0)
         if n != self._retransmissions_saved:
-            self.store.add_retransmissions(n - self._retransmissions_saved)
-            self._retransmissions_saved = n
+            reasons = dict(getattr(self.devices.motion, "retransmission_reasons", {}))
+            self.store.add_retransmissions(n - self._retransmissions_saved, {
+                why: k - self._reasons_saved.get(why, 0) for why, k in reasons.items()})
+            self._retransmissions_saved, self._reasons_saved = n, reasons
 
     # ------------------------------------------------------------ I/O thread
 
@@ -355,8 +367,10 @@ class Engine:
             return  # the camera is gone: leave the item pending, it is retaken when the run resumes
         if failure is None:
             assert job.shot is not None
+            t = time.monotonic()
             try:
                 files = self.devices.camera.download(job.shot)
+                job.capture.timing["download"] = time.monotonic() - t
             except CameraUnavailable as e:
                 self._shared.pause = str(e)
                 failure = f"download: {e}"
@@ -370,7 +384,9 @@ class Engine:
                     self._result.rejected += 1
                     self._after_failure(job, failure, final)
                     return
+                t = time.monotonic()
                 verdict, registered = self._verify(job, files)
+                job.capture.timing["qa"] = time.monotonic() - t
                 # the x-ray's rectangle on screen: with the homography it locates the x-ray in the photo (export)
                 record = {**verdict.record(), "xray": list(job.expected.xray)} if job.expected else verdict.record()
                 if verdict.ok:

@@ -15,7 +15,7 @@ import re
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Sequence
 
@@ -23,7 +23,8 @@ from rig.devices import CameraFile
 from rig.errors import ConfigError
 from rig.manifest import Manifest, ManifestRow
 
-SCHEMA_VERSION = "3"  # 2: attempts carry the shown frame id, QA verdict and registered crop; 3: every file's hash
+SCHEMA_VERSION = "4"  # 2: attempts carry the shown frame id, QA verdict and registered crop; 3: every file's hash;
+#                        4: every attempt's stage durations (timing) and the pauses table
 DB_NAME = "run.sqlite"
 
 _SCHEMA = """
@@ -39,10 +40,11 @@ CREATE INDEX items_pending ON items(seq) WHERE state = 'pending';
 CREATE TABLE attempts(attempt_id INTEGER PRIMARY KEY, seq INTEGER, status TEXT NOT NULL, reason TEXT,
                       started_at REAL NOT NULL, finished_at REAL, photo TEXT, files TEXT,
                       bytes INTEGER, sha256 TEXT, commanded TEXT, readback TEXT, lights TEXT,
-                      frame_id INTEGER, qa TEXT, registered TEXT, file_hashes TEXT);
+                      frame_id INTEGER, qa TEXT, registered TEXT, file_hashes TEXT, timing TEXT);
 CREATE UNIQUE INDEX one_accepted_per_item ON attempts(seq) WHERE status = 'accepted';
 CREATE INDEX attempts_writing ON attempts(status) WHERE status = 'writing';
 CREATE INDEX attempts_by_item ON attempts(seq);
+CREATE TABLE pauses(pause_id INTEGER PRIMARY KEY, paused_at REAL NOT NULL, reason TEXT NOT NULL, resumed_at REAL);
 """
 
 
@@ -93,6 +95,8 @@ class Capture:
     readback: dict[str, object]
     lights: dict[int, int]
     frame_id: int | None = None  # the id the display's markers spelled for this attempt
+    # Seconds per stage (move, settle, trigger, download, qa; the store adds write): where the time went.
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 def _digest_row(h: "hashlib._Hash", row: ManifestRow) -> None:
@@ -261,14 +265,34 @@ class RunStore:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def add_retransmissions(self, n: int) -> None:
-        """Count commands the controller link had to resend (a noisy serial line shows here first)."""
+    def add_retransmissions(self, n: int, reasons: dict[str, int] | None = None) -> None:
+        """Count commands the controller link had to resend (a noisy serial line shows here first),
+        in all and by reason ("no reply in time", "damaged reply", ...)."""
         with self.transaction():
             self.db.execute("""INSERT INTO meta(key, value) VALUES ('retransmissions', ?) ON CONFLICT(key)
                                DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value""", (str(n),))
+            if reasons:
+                total = self.retransmission_reasons()
+                for why, k in reasons.items():
+                    total[why] = total.get(why, 0) + k
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('retransmission_reasons', ?)",
+                                (json.dumps({w: k for w, k in total.items() if k}),))
 
     def retransmissions(self) -> int:
         return int(self.meta("retransmissions") or 0)
+
+    def retransmission_reasons(self) -> dict[str, int]:
+        return json.loads(self.meta("retransmission_reasons") or "{}")
+
+    def record_pause(self, reason: str) -> None:
+        """Keep why the run paused or stopped (shown by `rig report`); the next run's start ends it."""
+        with self.transaction():
+            self.db.execute("INSERT INTO pauses(paused_at, reason) VALUES (?, ?)", (time.time(), reason))
+
+    def end_pauses(self) -> None:
+        """The run goes on: every open pause ends now."""
+        with self.transaction():
+            self.db.execute("UPDATE pauses SET resumed_at = ? WHERE resumed_at IS NULL", (time.time(),))
 
     def plan_differences(self, manifest_digest_and_rows: tuple[str, int], manifest: Manifest,
                          conditions: Sequence[PlannedCondition], repeats: int) -> list[str]:
@@ -484,10 +508,10 @@ class RunStore:
         with self.transaction():
             self.db.execute(
                 """INSERT INTO attempts(seq, status, reason, started_at, finished_at, frame_id, commanded, readback,
-                                       lights) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                                       lights, timing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (seq, "failed" if max_attempts is not None else "lost", reason, capture.started_at if capture else now, now, capture.frame_id if capture else None,
-                 *(_json_or_none(x) for x in ((capture.commanded, capture.readback, capture.lights)
-                                              if capture else (None, None, None)))))
+                 *(_json_or_none(x) for x in ((capture.commanded, capture.readback, capture.lights,
+                                               capture.timing or None) if capture else (None, None, None, None)))))
             if max_attempts is not None:
                 self.db.execute(
                     """UPDATE items SET attempts = attempts + 1, reason = ?,
@@ -502,13 +526,14 @@ class RunStore:
 
         `registered` (PNG bytes) is the x-ray area rectified to the source image, kept beside the photo.
         """
+        started = time.monotonic()
         attempt_id, rels, hashes = self._write_attempt(item, capture, files, qa, registered)
         with self.transaction():
             self.db.execute(
-                """UPDATE attempts SET status = 'accepted', finished_at = ?, bytes = ?, sha256 = ?, file_hashes = ?
-                   WHERE attempt_id = ?""",
+                """UPDATE attempts SET status = 'accepted', finished_at = ?, bytes = ?, sha256 = ?, file_hashes = ?,
+                   timing = ? WHERE attempt_id = ?""",
                 (time.time(), len(files[0].data), hashes[0], _file_hashes(rels, hashes, files, registered),
-                 attempt_id))
+                 _timing(capture, started), attempt_id))
             self.db.execute("UPDATE items SET state = 'done', attempts = attempts + 1, reason = NULL WHERE seq = ?",
                             (item.seq,))
         return self.root / rels[0]
@@ -519,13 +544,14 @@ class RunStore:
 
         Returns True when the item is now failed for good, False when it should be retaken.
         """
+        started = time.monotonic()
         attempt_id, rels, hashes = self._write_attempt(item, capture, files, qa, None, tree="rejected")
         with self.transaction():
             self.db.execute(
                 """UPDATE attempts SET status = 'rejected', reason = ?, finished_at = ?, bytes = ?, sha256 = ?,
-                   file_hashes = ? WHERE attempt_id = ?""",
+                   file_hashes = ?, timing = ? WHERE attempt_id = ?""",
                 (reason, time.time(), len(files[0].data), hashes[0], _file_hashes(rels, hashes, files, None),
-                 attempt_id))
+                 _timing(capture, started), attempt_id))
             self.db.execute(
                 """UPDATE items SET attempts = attempts + 1, reason = ?,
                    state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'pending' END WHERE seq = ?""",
@@ -581,6 +607,11 @@ def _file_hashes(rels: list[str], hashes: list[str], files: Sequence[CameraFile]
     """Every file of an attempt (a RAW+JPEG pair, a registered crop) with its size and sha256."""
     sizes = [len(f.data) for f in files] + ([len(registered)] if registered is not None else [])
     return json.dumps([{"path": r, "bytes": n, "sha256": h} for r, n, h in zip(rels, sizes, hashes)])
+
+
+def _timing(capture: Capture, write_started: float) -> str:
+    """The attempt's stage durations with the write (journal, files, fsyncs) measured up to now."""
+    return json.dumps({**capture.timing, "write": round(time.monotonic() - write_started, 6)})
 
 
 def _tmp_name(final: Path) -> Path:

@@ -11,6 +11,7 @@ Events (`!...`) arriving between replies are handed to a callback.
 from __future__ import annotations
 
 import binascii
+import collections
 import logging
 import re
 import time
@@ -75,6 +76,7 @@ class Link:
         self.seq = int(time.monotonic() * 1000) % 60000  # unlikely to equal a cached seq after a host restart
         self._buf = b""
         self.retransmissions = 0
+        self.retransmission_reasons: collections.Counter[str] = collections.Counter()  # why, for `rig report`
 
     @classmethod
     def open(cls, url: str, baudrate: int = 115200, **kw: object) -> Link:
@@ -101,9 +103,12 @@ class Link:
         prefix = f"#{self.seq} "
         started = heard = time.monotonic()
         tries = 0
+        why = "no reply in time"
         while True:
             if tries:
                 self.retransmissions += 1
+                self.retransmission_reasons[why] += 1
+                why = "no reply in time"
                 log.debug("retransmitting #%d %s (try %d)", self.seq, text, tries + 1)
             tries += 1
             self._write(wire)
@@ -117,6 +122,7 @@ class Link:
                 if body is None:
                     if _PLAIN_ERR.fullmatch(line):  # our line arrived damaged: the controller is there
                         heard = time.monotonic()
+                    why = "damaged reply"
                     break  # a damaged line, most likely our reply: ask again now rather than at the time-out
                 heard = time.monotonic()
                 if not body.startswith(prefix):
@@ -126,6 +132,7 @@ class Link:
                     return reply[3:]
                 code, _, rest = reply.removeprefix("err ").partition(" ")
                 if code in ("4", "8"):  # our line arrived corrupted, or the controller had no room to answer
+                    why = "command arrived damaged" if code == "4" else "controller busy"
                     break  # yet (PROTOCOL.md "Flow"): nothing was executed, send it again
                 raise ControllerError(text, int(code) if code.isdigit() else -1, rest)
             now = time.monotonic()

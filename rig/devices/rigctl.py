@@ -83,6 +83,10 @@ class RigController:
     def retransmissions(self) -> int:
         return self.link.retransmissions
 
+    @property
+    def retransmission_reasons(self) -> dict[str, int]:
+        return dict(self.link.retransmission_reasons)
+
     def _on_event(self, event: str) -> None:
         if not self._connected:
             log.info("controller event while connecting: %s", event)
