@@ -118,8 +118,14 @@ class RunView:
     paused_s: float = 0.0
     paused_at: float | None = None
     keys: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def on_event(self, event: Event) -> None:
+        """Called from the engine's main and I/O threads."""
+        with self._lock:
+            self._apply(event)
+
+    def _apply(self, event: Event) -> None:
         item = event.item
         if event.kind == "shooting" and item is not None:
             self.now = f"study {item.study_id}   condition {item.condition.label}   repeat {item.rep}"
@@ -284,9 +290,8 @@ class Notifier:
         self.final_sent |= final
         env = {**os.environ, "RIG_OUTCOME": outcome, "RIG_SESSION": str(self.session), "RIG_REASON": reason,
                "RIG_OUTPUT": str(self.output or "")}
-        if counts is not None:
-            env.update(RIG_PLANNED=str(counts.planned), RIG_DONE=str(counts.done), RIG_FAILED=str(counts.failed),
-                       RIG_PENDING=str(counts.pending))
+        figures = ("", "", "", "") if counts is None else (counts.planned, counts.done, counts.failed, counts.pending)
+        env.update(zip(("RIG_PLANNED", "RIG_DONE", "RIG_FAILED", "RIG_PENDING"), map(str, figures)))
         thread = threading.Thread(target=self._run, args=(env,), name="rig-notify", daemon=True)
         thread.start()
         self._threads.append(thread)

@@ -154,7 +154,7 @@ def test_notify_says_failed_with_the_reason(tmp_path: Path, phantoms: Path) -> N
     result = run_rig("run", str(session), "--notify", f"env > {shlex.quote(str(out))}")
     assert result.returncode == 2, result.stderr
     env = _env(out)
-    assert env["RIG_OUTCOME"] == "failed"
+    assert env["RIG_OUTCOME"] == "failed" and env["RIG_DONE"] == ""  # the run never started
     assert "controller.port" in env["RIG_REASON"] and env["RIG_REASON"] in result.stderr
 
 
@@ -168,3 +168,21 @@ def test_without_a_terminal_keys_are_not_read_and_nothing_is_drawn(tmp_path: Pat
     assert lines[0].startswith("plan: 24 captures (8 images x 3 conditions x 1 repeat; front-bright")
     assert "24 captured this run" in lines[-1]
     assert not [line for line in lines if "pause" in line or "━" in line]
+
+
+def test_calibration_shows_photo_n_of_n_with_an_eta(tmp_path: Path) -> None:
+    rig = yaml.safe_load((REPO / "calibration" / "sim-rig.yaml").read_text())
+    rig["sim"].update(photo_width=800, photo_height=600, time_scale=1.0, lens={"focal_mm": 45.0})
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(rig, sort_keys=False))
+    name = f"calibrate-{uuid.uuid4().hex[:8]}"
+    cmd = (f"{shlex.quote(sys.executable)} -m rig.cli calibrate intrinsics {shlex.quote(str(path))}; "
+           "echo rig exited with $?; read x")
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "160", "-y", "30", cmd], check=True, cwd=REPO)
+    try:
+        during = _wait_for(name, r"calibrating intrinsics of sim-rig .* photo ([1-9]|1[0-4])/15 .*ETA")
+        assert "ETA" in during.group(0)
+        _wait_for(name, r"rig exited with 0")
+        assert "15 photos; saved to" in _screen(name)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
