@@ -186,3 +186,61 @@ def test_calibration_shows_photo_n_of_n_with_an_eta(tmp_path: Path) -> None:
         assert "15 photos; saved to" in _screen(name)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+def test_the_estimate_is_the_rigs_motion_display_and_camera_timing(tmp_path: Path) -> None:
+    from rig.config import load_rig, load_session
+    from rig.console import estimate_s
+    from rig.demo_data import make_demo_data
+    from rig.plan import planned_conditions
+    from rig.sim.camera import SimCamera
+    from rig.sim.studio import Studio
+
+    data = tmp_path / "data"
+    make_demo_data(data, count=2, seed=1)
+    rig_path = rig_file(tmp_path, motion={"move_ms": 150, "settle_ms": 100}, display={"settle_frames": 3},
+                        sim={"time_scale": 1.0, "download_s": 0.1})
+    rig = load_rig(rig_path)
+    conditions = planned_conditions(load_session(session_file(tmp_path, data, rig_path)))
+    camera = SimCamera(Studio(rig), lambda: None, lambda: None)  # type: ignore[arg-type,return-value]
+    seconds, complete = estimate_s(rig, conditions, 6, camera)
+    # park -> front: light arms 300 us at 3000 us/s (0.1 s) < move_ms; front -> left: move_ms;
+    # left -> right_high: pan 340 us at 2000 us/s = 0.17 s > move_ms. Each + settle 0.1 s.
+    moves = (0.15 + 0.1) + (0.15 + 0.1) + (0.17 + 0.1)
+    # per photo: 3 frames at 60 Hz + shutter lag 0.15 + exposure 1/30; the 0.1 s download overlaps it
+    photo = 3 / 60 + 0.15 + 1 / 30
+    assert complete and seconds == pytest.approx(moves + 6 * photo)
+    no_timing = object()  # a camera that does not know its time yet: only the rig's own timing counts
+    assert estimate_s(rig, conditions, 6, no_timing) == (pytest.approx(moves + 6 * 3 / 60), False)
+
+
+def test_a_resumed_run_says_what_is_done_and_estimates_from_the_measured_rate(tmp_path: Path, phantoms: Path) -> None:
+    rig = rig_file(tmp_path, sim={"download_s": 0.05, "time_scale": 1.0})
+    session = session_file(tmp_path, phantoms, rig)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "rig.cli", "run", str(session)], cwd=REPO, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while _done_items(run) < 4:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "4 captures never happened"
+            time.sleep(0.05)
+        proc.send_signal(2)  # Ctrl-C
+        _, first = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert first.splitlines()[0].startswith("plan: 24 captures (8 images x 3 conditions x 1 repeat; ")
+    done = _done_items(run)
+    result = run_rig("run", str(session), "--fast")
+    assert result.returncode == 0, result.stderr
+    line = result.stderr.splitlines()[0]
+    assert f"; already {done} done, 0 failed, {24 - done} to go; about " in line
+    assert re.search(r"at the measured \d+\.\d/min$", line), line
+
+
+def _done_items(run: Path) -> int:
+    if not (run / "run.sqlite").exists():
+        return 0
+    with sqlite3.connect(run / "run.sqlite") as db:
+        return db.execute("SELECT COUNT(*) FROM items WHERE state = 'done'").fetchone()[0]
