@@ -70,11 +70,14 @@ def estimate_s(rig: RigConfig, conditions: Sequence[PlannedCondition], photos: i
     """Seconds for `photos` photos under `conditions` (plan order, starting from park); see seconds_per_photo."""
     per_photo, complete = seconds_per_photo(rig, camera)
     pose = {s.channel: s.park for s in rig.servos.values()}
+    lights: dict[int, int] = {}
     moves = 0.0
     for cond in conditions:
         if cond.targets != pose:
             moves += move_seconds(rig, pose, cond.targets)
-            pose = cond.targets
+        elif cond.lights != lights:  # a new lighting at the same pose: the lamps settle
+            moves += rig.motion.settle_ms / 1000
+        pose, lights = cond.targets, cond.lights
     return moves + photos * per_photo, complete
 
 

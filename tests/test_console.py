@@ -244,3 +244,15 @@ def _done_items(run: Path) -> int:
         return 0
     with sqlite3.connect(run / "run.sqlite") as db:
         return db.execute("SELECT COUNT(*) FROM items WHERE state = 'done'").fetchone()[0]
+
+
+def test_notify_says_paused_when_the_run_pauses_itself(tmp_path: Path, phantoms: Path) -> None:
+    rig = rig_file(tmp_path)
+    session = session_file(tmp_path, phantoms, rig, conditions=[{"pose": "front", "lighting": "flood"}], retries=0,
+                           failure_streak=3)
+    out = tmp_path / "env.txt"
+    result = run_rig("run", str(session), "--fast", "--notify", f"env > {shlex.quote(str(out))}")
+    assert result.returncode == 3, result.stderr
+    env = _env(out)
+    assert env["RIG_OUTCOME"] == "paused" and "3 consecutive items" in env["RIG_REASON"]
+    assert env["RIG_FAILED"] == "3" and env["RIG_PENDING"] == "5"
