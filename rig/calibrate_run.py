@@ -7,8 +7,10 @@ good enough to save.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -26,9 +28,10 @@ from rig.rigs import Devices
 class Shooter:
     """One calibration photo: move, settle, show, trigger, download, decode."""
 
-    def __init__(self, devices: Devices, rig: RigConfig) -> None:
+    def __init__(self, devices: Devices, rig: RigConfig, on_photo: Callable[[int], None] = lambda shots: None) -> None:
         self.devices, self.rig = devices, rig
         self.shots = 0
+        self.on_photo = on_photo  # called with the photo count after every photo (progress, ETA)
 
     def photo(self, pulses: dict[str, int], frame: np.ndarray, lights: dict[int, int] | None = None) -> np.ndarray:
         motion = self.devices.motion
@@ -41,6 +44,7 @@ class Shooter:
         self.devices.display.show(frame)
         files = self.devices.camera.download(self.devices.camera.trigger())
         self.shots += 1
+        self.on_photo(self.shots)
         image = cv2.imdecode(np.frombuffer(files[0].data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise RigError(f"calibration photo {self.shots} from the camera does not decode; check the camera's "
@@ -60,9 +64,13 @@ def park_pulses(rig: RigConfig) -> dict[str, int]:
     return {name: s.park for name, s in rig.servos.items()}
 
 
+INTRINSICS_GRID = (5, 3)  # pan x tilt arm positions photographed for the camera's intrinsics
+
+
 def measure_intrinsics(shooter: Shooter, rig: RigConfig, board: Board, max_rms_px: float = 1.0,
-                       grid: tuple[int, int] = (5, 3)) -> Intrinsics:
+                       grid: tuple[int, int] | None = None) -> Intrinsics:
     """Photograph the board from a pan x tilt grid of arm positions and calibrate the camera."""
+    grid = grid or INTRINSICS_GRID
     frame = board.frame()
     detections: list[Detection] = []
     size: tuple[int, int] | None = None
@@ -235,6 +243,21 @@ def intrinsics_of(cal: CalibrationFile) -> Intrinsics:
     assert rec is not None
     return Intrinsics(np.array(rec.camera_matrix), np.array(rec.dist_coeffs), rec.rms_px, tuple(rec.image_size),
                       rec.views)
+
+
+def planned_photos(action: str, rig: RigConfig, steps: int = 9) -> int:
+    """How many photos a calibration command takes (`range`: at most this many; its search may end sooner)."""
+    if action == "intrinsics":
+        return INTRINSICS_GRID[0] * INTRINSICS_GRID[1]
+    if action == "angles":
+        return 2 * steps + 3 * steps * len(Geometry.of(rig).lamp_arms)
+    if action == "poses":
+        return len(rig.poses)
+    photos = 0
+    for servo in ("camera_pan", "camera_tilt"):  # park, then each limit and a bisection towards it
+        s = rig.servos[servo]
+        photos += 1 + sum(1 + math.ceil(math.log2(max(2, abs(limit - s.park)))) for limit in (s.min, s.max))
+    return photos
 
 
 def run_intrinsics(shooter: Shooter, rig: RigConfig, cal: CalibrationFile, max_rms_px: float) -> list[str]:

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from rig.command import rig_command
 from rig.config import Session, load_session
+from rig.console import Notifier, RunView, duration, keys, live, plan_line
 from rig.errors import ConfigError, DeviceError, PlanChangedError, RigError
 from rig.manifest import Manifest
 from rig.plan import planned_conditions
@@ -68,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="simulated rig only: no simulated latencies or frame waits")
     p.add_argument("--retry-failed", action="store_true",
                    help="re-queue the items that failed for a fresh set of retakes (their attempts are kept)")
+    p.add_argument("--notify", metavar="COMMAND",
+                   help="shell command run when the run finishes, pauses or fails; RIG_OUTCOME (done, paused, "
+                        "failed, stopped), RIG_SESSION, RIG_DONE, RIG_PLANNED, RIG_FAILED, RIG_REASON, ... in its "
+                        "environment")
     p.set_defaults(func=cmd_run)
 
     p = _command(sub, "status", "planned / done / failed / pending, rate and ETA", "rig status sessions/demo.yaml --verify")
@@ -195,6 +201,7 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    args.notifier = Notifier(args.notify, args.session, _warn)
     try:
         with _stop_on_signals():
             return _cmd_run(args)
@@ -204,7 +211,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         console.print(f"[bold yellow]stopped[/] by the operator; every capture committed so far is kept; "
                       f"run it again with: {rig_command()} run {args.session}", highlight=False)
+        args.notifier.send("stopped", "stopped by the operator before the run started")
         return 130
+    except RigError as e:
+        args.notifier.send("failed", str(e))
+        raise
+
+
+def _warn(text: str) -> None:
+    console.print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -297,46 +312,61 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
                 (session.output / "photos").rmdir()
         raise
     try:
-        return _run_engine(Engine, session, store, devices, resuming)
+        console.print(plan_line(session.rig, conditions, digest[1], repeats, store.counts(), devices.camera,
+                                store.recent_rate(), resuming), highlight=False)
+        return _run_engine(Engine, session, store, devices, args.notifier)
     finally:
         devices.close()
 
 
-def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: object, resuming: bool) -> int:
+def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: object, notifier: Notifier) -> int:
+    """The run under the live console: one refreshing region, keys p/r/q on a terminal, --notify at the end."""
+    from rig.store import Counts
+
     reader = RunStore(session.output, checked=True)
     counts = store.counts()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TextColumn("failed {task.fields[failed]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
-    task = progress.add_task("capturing", total=counts.planned, completed=counts.done + counts.failed,
-                             rate="", failed=counts.failed)
-    started, n = time.monotonic(), 0
-    failed = counts.failed
+    view = RunView(counts.planned, counts.done + counts.failed, counts.failed)
+    notifier.output = session.output
 
-    def on_progress(outcome: str) -> None:
-        nonlocal n, failed
-        n += 1
-        failed += outcome == "failed"
-        rate = n / max(1e-9, time.monotonic() - started)
-        progress.update(task, advance=1, rate=f"{rate:.2f}/s", failed=failed)
+    def view_counts() -> Counts:
+        return Counts(view.planned, view.done - view.failed, view.failed, view.planned - view.done, 0)
 
-    engine = engine_cls(session, store, reader, devices, on_progress)
+    def on_event(event: object) -> None:
+        view.on_event(event)  # type: ignore[arg-type]
+        if getattr(event, "kind", None) == "paused":
+            notifier.send("paused", "paused by the operator (p)", view_counts(), final=False)
+
+    def on_key(key: str) -> None:
+        key = key.lower()
+        if key == "p" and view.state == "running":
+            view.state = "pausing"
+            engine.pause()
+        elif key == "r" and view.state != "running":
+            engine.resume()
+            if view.state == "pausing":
+                view.state = "running"
+        elif key == "q":
+            _stop_engine(engine)
+
+    engine = engine_cls(session, store, reader, devices, on_event=on_event)
     previous = _install_stop_handlers(engine)
-    if resuming:
-        console.print(f"resuming {session.output}: {counts.done} done, {counts.failed} failed, "
-                      f"{counts.pending} to go")
     try:
-        with progress:
+        with keys(on_key) as view.keys, live(view, console):
             result = engine.run()
     except (OSError, sqlite3.Error) as e:  # disk full, disk gone: the store is consistent, say so in one line
-        raise DeviceError(f"the run stopped writing to {session.output}: {getattr(e, 'strerror', None) or e}; "
-                       f"every photo committed so far is safe; fix the disk (free space?), then resume with: "
-                       f"{rig_command()} run {session.path}") from None
+        error = DeviceError(f"the run stopped writing to {session.output}: {getattr(e, 'strerror', None) or e}; "
+                            f"every photo committed so far is safe; fix the disk (free space?), then resume with: "
+                            f"{rig_command()} run {session.path}")
+        notifier.send("failed", str(error), view_counts())
+        raise error from None
+    except RigError as e:
+        notifier.send("failed", str(e), view_counts())
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         reader.close()
+        notifier.wait()
     after = store.counts()
     store.close()
     rate = result.captured / result.elapsed_s if result.elapsed_s else 0.0
@@ -351,32 +381,36 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
                       highlight=False)
     if result.stop_reason:
         console.print(f"[bold yellow]paused:[/] {result.stop_reason}; {safe}; {resume}", highlight=False)
+        notifier.send("paused", result.stop_reason, after)
         return 3
     if result.interrupted:
         console.print(f"[bold yellow]stopped[/] by the operator; {safe}; {resume}", highlight=False)
+        notifier.send("stopped", "stopped by the operator", after)
         return 130
+    notifier.send("done", "", after)
     if after.failed:
         console.print(f"{after.failed} item(s) failed; '{rig_command()} status {session.path}' lists why; "
                       f"retake them with: {rig_command()} run {session.path} --retry-failed", highlight=False)
     return 0
 
 
-def _install_stop_handlers(engine: object) -> dict[int, object]:
-    """First Ctrl-C (or SIGTERM, SIGHUP): finish the current capture and stop. Second: abandon it."""
-    def handler(signum: int, frame: object) -> None:
-        engine._result.interrupted = True  # type: ignore[attr-defined]
-        if engine.stop.is_set():  # type: ignore[attr-defined]
-            engine.abandon.set()  # type: ignore[attr-defined]
-            say = "abandoning the current capture"
-        else:
-            engine.stop.set()  # type: ignore[attr-defined]
-            say = "stopping after the current capture (Ctrl-C again to abandon it)"
-        try:
-            console.print(say)
-        except OSError:  # SIGHUP: the terminal is gone; stopping matters, telling cannot
-            pass
+def _stop_engine(engine: object) -> None:
+    """First Ctrl-C, SIGTERM, SIGHUP or `q`: finish the current capture and stop. Second: abandon it."""
+    engine._result.interrupted = True  # type: ignore[attr-defined]
+    if engine.stop.is_set():  # type: ignore[attr-defined]
+        engine.abandon.set()  # type: ignore[attr-defined]
+        say = "abandoning the current capture"
+    else:
+        engine.stop.set()  # type: ignore[attr-defined]
+        say = "stopping after the current capture (Ctrl-C or q again to abandon it)"
+    try:
+        console.print(say)
+    except OSError:  # SIGHUP: the terminal is gone; stopping matters, telling cannot
+        pass
 
-    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+
+def _install_stop_handlers(engine: object) -> dict[int, object]:
+    return {sig: signal.signal(sig, lambda signum, frame: _stop_engine(engine)) for sig in STOP_SIGNALS}
 
 
 # ---------------------------------------------------------------- status and export
@@ -398,7 +432,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                         ("failed attempts", c.failed_attempts), ("retransmissions", store.retransmissions())):
         table.add_row(name, str(value))
     table.add_row("rate", f"{rate * 3600:.0f} captures/h" if rate else "-")
-    eta = "-" if not rate else ("finished" if not c.pending else _duration(c.pending / rate))
+    eta = "-" if not rate else ("finished" if not c.pending else duration(c.pending / rate))
     table.add_row("ETA", eta)
     out = Console()
     out.print(table)
@@ -446,9 +480,7 @@ def _verify(store: RunStore, out: Console) -> int:
     return 1
 
 
-def _duration(seconds: float) -> str:
-    h, rem = divmod(int(seconds), 3600)
-    return f"{h}h {rem // 60:02d}m" if h else f"{rem // 60}m {rem % 60:02d}s"
+
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -501,8 +533,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise RigError(f"{args.rig}: no camera intrinsics yet; run: {rig_command()} calibrate intrinsics {args.rig}")
     devices = open_devices(rig, args.rig)
     try:
-        shooter = run.Shooter(devices, rig)
-        with console.status(f"calibrating {args.action} of {rig.name} ..."):
+        total = run.planned_photos(args.action, rig, getattr(args, "steps", 9))
+        progress = Progress(TextColumn(f"[bold]calibrating {args.action} of {escape(rig.name)}"), BarColumn(),
+                            TextColumn("photo"), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                            TimeRemainingColumn(), console=console)
+        task = progress.add_task("photos", total=total)
+        shooter = run.Shooter(devices, rig, lambda shots: progress.update(task, completed=shots))
+        with progress:
             if args.action == "intrinsics":
                 lines = run.run_intrinsics(shooter, rig, cal, args.max_rms)
             elif args.action == "angles":
@@ -511,6 +548,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 lines = run.run_poses(shooter, rig, cal)
             else:
                 lines = run.run_range(shooter, rig, cal, args.margin)
+            progress.update(task, total=shooter.shots, completed=shooter.shots)  # `range` may need fewer
         devices.motion.park()
     finally:
         devices.close()

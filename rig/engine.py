@@ -56,6 +56,20 @@ class RunResult:
     unsafe_reason: str = "the rig was not parked"  # what failed when `safe` is False
 
 
+@dataclass(frozen=True)
+class Event:
+    """What a live console shows: the item being shot or judged and how it went, or a pause.
+
+    kind: "shooting", "accepted", "rejected" (by QA or the controller's state; retaken), "retake" (an attempt
+    that failed otherwise; retaken), "failed" (the item, for good),
+    "paused" (detail: the parked state the controller reports), "resumed".
+    """
+
+    kind: str
+    item: Item | None = None
+    detail: str = ""
+
+
 @dataclass
 class _Job:
     item: Item
@@ -80,11 +94,15 @@ class _Shared:
 
 class Engine:
     def __init__(self, session: Session, store: RunStore, reader: RunStore, devices: Devices,
-                 on_progress: Callable[[str], None] = lambda outcome: None) -> None:
+                 on_progress: Callable[[str], None] = lambda outcome: None,
+                 on_event: Callable[[Event], None] = lambda event: None) -> None:
         self.session, self.store, self.reader, self.devices = session, store, reader, devices
         self.rig = session.rig
         self.on_progress = on_progress
+        self.on_event = on_event
         self.stop = threading.Event()
+        self._hold = threading.Event()  # set: the operator asked for a pause (see pause(), resume())
+        self._go = threading.Event()
         self.abandon = threading.Event()
         self.max_attempts = session.config.retries + 1
         self._shared = _Shared()
@@ -103,6 +121,16 @@ class Engine:
 
     # ------------------------------------------------------------ main thread
 
+    def pause(self) -> None:
+        """Ask for a pause (any thread): the capture in progress finishes, then the rig parks and waits."""
+        self._go.clear()
+        self._hold.set()
+
+    def resume(self) -> None:
+        """End a pause (any thread); pose and lights are set and confirmed again before the next trigger."""
+        self._hold.clear()
+        self._go.set()
+
     def run(self) -> RunResult:
         t0 = time.monotonic()
         self.store.end_pauses()  # before the I/O thread starts: the store has one writer at a time
@@ -114,6 +142,7 @@ class Engine:
         finally:
             self._finish_writer(writer)
             prefetch.shutdown(wait=False, cancel_futures=True)
+            self._result.safe = False  # an operator's pause may have confirmed it before: confirm it again now
             self._safe_state()
             if not writer.is_alive():  # the store has one writer: only once the I/O thread is done
                 self._save_retransmissions()
@@ -157,6 +186,8 @@ class Engine:
         cap = self.session.config.max_image_pixels
         ahead: dict[int, Future[Prepared]] = {}
         for item, upcoming in self._items():
+            if self._hold.is_set():
+                self._held_by_operator()
             if self.stop.is_set() or self._shared.pause or self._shared.fatal:
                 break
             for nxt in upcoming:
@@ -180,6 +211,7 @@ class Engine:
             x, y, xw, xh = prepared.xray
             expected = Expected(frame_id if self.layout else None, self.layout, prepared.xray, prepared.source_size,
                                 prepared.canvas[y:y + xh, x:x + xw])
+            self.on_event(Event("shooting", item))
             t = [time.monotonic()]  # stage boundaries: moved, shown, confirmed, triggered
             try:
                 self._position(item)
@@ -212,6 +244,31 @@ class Engine:
                                invalid=invalid))
             if self._result.stop_reason:
                 break
+
+    def _held_by_operator(self) -> None:
+        """The operator's pause: let the captures in flight be committed, park the rig, blank the screen and
+        wait for resume() or a stop. Pose and lights are then set again like after a reset."""
+        with self._shared.lock:
+            while self._shared.in_flight and not self._stopping():
+                self._shared.lock.wait(0.1)
+        # nothing is in flight, so the I/O thread is idle and the store has this one writer
+        self.store.record_pause("paused by the operator (p)")
+        self._safe_state()
+        try:
+            st = self.devices.motion.state()
+            parked = (f"controller reports servos {' '.join(map(str, st.positions))}, "
+                      f"lights {' '.join(map(str, st.lights))}")
+        except RigError as e:
+            parked = f"could not read the controller ({e})"
+        if not self._result.safe:
+            parked = f"the rig may NOT be safe: {self._result.unsafe_reason}; {parked}"
+        self.on_event(Event("paused", detail=parked))
+        while not self._go.wait(0.2):
+            if self._stopping():
+                return
+        self._pose = self._lights = None  # parked now: move and light again, confirmed before the trigger
+        self.store.end_pauses()
+        self.on_event(Event("resumed"))
 
     def _items(self) -> Iterator[tuple[Item, list[Item]]]:
         """Pending items in plan order, then retakes; each with the next few for prefetching."""
@@ -382,6 +439,7 @@ class Engine:
                     failure = f"controller: {job.invalid}"
                     final = self.store.commit_rejected(job.item, job.capture, files, failure, job.max_attempts or 1)
                     self._result.rejected += 1
+                    self.on_event(Event("failed" if final else "rejected", job.item, failure))
                     self._after_failure(job, failure, final)
                     return
                 t = time.monotonic()
@@ -393,15 +451,18 @@ class Engine:
                     self.store.commit_photo(job.item, job.capture, files, record, registered)
                     self._result.captured += 1
                     self._streak = (0, set(), set())
+                    self.on_event(Event("accepted", job.item, _summary(verdict)))
                     self.on_progress("done")
                     return
                 failure = "qa: " + "; ".join(verdict.reasons)
                 final = self.store.commit_rejected(job.item, job.capture, files, failure, job.max_attempts,
                                                    record)
                 self._result.rejected += 1
+                self.on_event(Event("failed" if final else "rejected", job.item, failure))
                 self._after_failure(job, failure, final)
                 return
         final = self.store.record_failure(job.item.seq, failure, job.max_attempts, job.capture)
+        self.on_event(Event("failed" if final else "retake", job.item, failure))
         self._after_failure(job, failure, final)
 
     def _verify(self, job: _Job, files: Sequence[CameraFile]) -> tuple[Verdict, bytes | None]:
@@ -448,6 +509,14 @@ class Engine:
                                   f"({', '.join(sorted(common))}), the last with: {failure}; fix the cause, then "
                                   "retake them by adding --retry-failed")
 
+
+def _summary(verdict: Verdict) -> str:
+    """An accepted photo's QA figures in a few words."""
+    parts = [f"frame {verdict.frame_id}" if verdict.frame_id is not None else None,
+             f"sharpness {verdict.sharpness:.3g}" if verdict.sharpness is not None else None,
+             f"margin {verdict.margin_px:.0f} px" if verdict.margin_px is not None else None,
+             f"clipped {verdict.clipped:.2%}" if verdict.clipped is not None else None]
+    return ", ".join(p for p in parts if p)
 
 
 def _differs(st: MotionState, cond: PlannedCondition) -> str | None:

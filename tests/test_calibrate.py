@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +206,15 @@ def test_degrees_without_calibration_or_with_a_stale_one_say_which_command_fixes
     missing = run_rig("run", str(session))
     assert missing.returncode == 2 and "needs a calibration" in missing.stderr
     assert f"rig calibrate intrinsics {rig_path}" in missing.stderr
+
+
+def test_the_progress_total_is_the_number_of_photos_each_command_takes(calibrated: tuple[Path, list[str]]) -> None:
+    from rig.calibrate_run import planned_photos
+
+    path, outputs = calibrated
+    rig = load_rig(path)
+    shots = {action: int(re.search(r"^(\d+) photos; saved to", out, re.M).group(1))  # type: ignore[union-attr]
+             for action, out in zip(("intrinsics", "angles", "poses", "range"), outputs)}
+    for action in ("intrinsics", "angles", "poses"):
+        assert shots[action] == planned_photos(action, rig), action
+    assert 0 < shots["range"] <= planned_photos("range", rig)  # its bisection may end sooner

@@ -40,6 +40,13 @@ class SimCamera:
         if delay > 0:
             time.sleep(delay)
 
+    @property
+    def timing_s(self) -> tuple[float, float]:
+        """Seconds of one photo's (trigger, download), for the run's time estimate before it starts."""
+        sim = self.studio.sim
+        return ((sim.timing("shutter_lag_s") + sim.timing("exposure_s")) * sim.time_scale,
+                sim.timing("download_s") * sim.time_scale)
+
     def open(self) -> None:
         self._processor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-camera")
 
