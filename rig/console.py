@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -187,6 +188,14 @@ class RunView:
 # ---------------------------------------------------------------- keys
 
 
+def _in_foreground(fd: int) -> bool:
+    """This process owns the terminal: a background job that reads it or changes its mode is stopped."""
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def keys(on_key: Callable[[str], None], stream: object = None) -> Iterator[bool]:
     """Call `on_key` with every key pressed, without Enter, while the block runs; yields whether keys are read.
@@ -200,7 +209,7 @@ def keys(on_key: Callable[[str], None], stream: object = None) -> Iterator[bool]
         is_tty = os.isatty(fd)
     except (AttributeError, ValueError, OSError):
         is_tty = False
-    if not is_tty:
+    if not is_tty or not _in_foreground(fd):  # `rig run ... &`: touching the terminal would stop the process
         yield False
         return
     saved = termios.tcgetattr(fd)
@@ -208,6 +217,9 @@ def keys(on_key: Callable[[str], None], stream: object = None) -> Iterator[bool]
 
     def read() -> None:
         while not done.is_set():
+            if not _in_foreground(fd):  # sent to the background (Ctrl-Z, bg): reading would stop the process
+                done.wait(0.5)
+                continue
             try:
                 ready, _, _ = select.select([fd], [], [], 0.1)
                 if not ready:
@@ -228,8 +240,14 @@ def keys(on_key: Callable[[str], None], stream: object = None) -> Iterator[bool]
     finally:
         done.set()
         reader.join(timeout=1)
-        with contextlib.suppress(termios.error, OSError):
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        # Put the terminal back even if the run was sent to the background meanwhile: blocking SIGTTOU
+        # lets a background process change the mode instead of being stopped for it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+        try:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 @contextlib.contextmanager

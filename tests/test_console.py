@@ -258,3 +258,24 @@ def test_notify_says_paused_when_the_run_pauses_itself(tmp_path: Path, phantoms:
     env = _env(out)
     assert env["RIG_OUTCOME"] == "paused" and "3 consecutive items" in env["RIG_REASON"]
     assert env["RIG_FAILED"] == "3" and env["RIG_PENDING"] == "5"
+
+
+def test_a_run_started_in_the_background_of_a_terminal_is_not_stopped_by_it(tmp_path: Path, phantoms: Path) -> None:
+    """`rig run ... > log 2>&1 &` typed in an interactive shell: a background job that puts the terminal in
+    cbreak mode is stopped by the kernel ("Stopped (tty output)") and would wait there forever."""
+    session = session_file(tmp_path, phantoms, rig_file(tmp_path))
+    log = tmp_path / "run.log"
+    name = f"console-bg-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "150", "-y", "30", "bash --norc -i"], check=True,
+                   cwd=REPO)
+    try:
+        _send(name, f"{shlex.quote(sys.executable)} -m rig.cli run {shlex.quote(str(session))} --fast "
+                    f"> {shlex.quote(str(log))} 2>&1 &", "Enter")
+        deadline = time.monotonic() + 180
+        while "total 24/24 done" not in (log.read_text() if log.exists() else ""):
+            if time.monotonic() > deadline:
+                _send(name, "jobs -l", "Enter")
+                raise AssertionError(f"the background run never finished:\n{_screen(name)}")
+            time.sleep(0.1)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
