@@ -150,7 +150,10 @@ def prepare(path: Path | str, width: int, height: int, root: Path | None = None,
     if root is not None and not inside_root(path, root):
         raise ValueError(f"image path leaves the image root through a link: {path}")
     image = decode_image(path, cv2.IMREAD_COLOR, max_pixels)
-    canvas, rect = _letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), width, height, band)
+    try:
+        canvas, rect = _letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), width, height, band)
+    except Exception as e:  # cv2.error, MemoryError: this image fails, never the run
+        raise ValueError(f"image cannot be shown: {path} ({type(e).__name__}: {e})") from None
     return Prepared(canvas, rect, (image.shape[1], image.shape[0]))
 
 

@@ -155,6 +155,7 @@ class Engine:
         if self._shared.pause and not self._result.stop_reason:
             self._result.stop_reason = self._shared.pause
         if (self._result.stop_reason or self._result.interrupted) and not writer.is_alive():
+            self.store.end_pauses()  # an operator's pause that a stop ended: one open pause, the stop
             self.store.record_pause(self._result.stop_reason or "stopped by the operator")
         return self._result
 
@@ -186,6 +187,8 @@ class Engine:
         cap = self.session.config.max_image_pixels
         ahead: dict[int, Future[Prepared]] = {}
         for item, upcoming in self._items():
+            if self._stopping():
+                break
             if self._hold.is_set():
                 self._held_by_operator()
             if self.stop.is_set() or self._shared.pause or self._shared.fatal:
@@ -251,6 +254,8 @@ class Engine:
         with self._shared.lock:
             while self._shared.in_flight and not self._stopping():
                 self._shared.lock.wait(0.1)
+        if self._stopping():  # a stop overtook the pause: the I/O thread may still write; run() records the stop
+            return
         # nothing is in flight, so the I/O thread is idle and the store has this one writer
         self.store.record_pause("paused by the operator (p)")
         self._safe_state()

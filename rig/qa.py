@@ -56,7 +56,7 @@ class Verdict:
         def r(x: float | None, n: int = 3) -> float | None:
             return None if x is None else round(float(x), n)
         return {"reasons": self.reasons, "frame_id": self.frame_id, "margin_px": r(self.margin_px, 1),
-                "sharpness": r(self.sharpness, 1), "clipped": r(self.clipped, 5), "markers": self.markers,
+                "sharpness": r(self.sharpness, 3), "clipped": r(self.clipped, 5), "markers": self.markers,
                 "homography": None if self.homography is None else np.round(self.homography, 9).tolist()}
 
 
