@@ -139,3 +139,24 @@ def require_current(rig_path: Path, rig: RigConfig, what: str, fix: str) -> Cali
         raise ConfigError(f"{path}: measured for an earlier hardware description of {rig_path.name} "
                           f"(servos, camera, display or geometry changed since); run: {fix}")
     return cal
+
+
+def in_force(rig: RigConfig, rig_path: Path) -> tuple[CalibrationFile | None, str]:
+    """The calibration that describes this hardware now, and its name with the date of its newest
+    measurement ("" when there is none, or it was measured for other hardware)."""
+    cal = load(rig_path)
+    if cal is None or cal.hardware_digest != hardware_digest(rig):
+        return None, ""
+    dates = [r.created for r in (cal.intrinsics, *cal.angles.values(), *cal.poses.values(), *cal.ranges.values())
+             if r is not None]
+    return cal, calibration_path(rig_path).name + (f"@{max(dates)}" if dates else "")
+
+
+def capture_context(rig: RigConfig, rig_path: Path) -> dict[str, object]:
+    """What a run records when it starts, so its export describes the rig as it was when the photos
+    were taken, not after a later recalibration: rig name, channel names, calibration and angle fits."""
+    cal, name = in_force(rig, rig_path)
+    return {"rig": rig.name, "calibration": name,
+            "servos": {n: s.channel for n, s in rig.servos.items()},
+            "lights": {n: lt.channel for n, lt in rig.lights.items()},
+            "angles": {n: list(r.coeffs) for n, r in cal.angles.items()} if cal else {}}

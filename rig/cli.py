@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from rig import calibration
 from rig.command import rig_command
 from rig.config import Session, load_session
 from rig.console import Notifier, RunView, duration, keys, live, plan_line
@@ -297,6 +298,7 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
         if resuming and args.replan:
             kept = store.replan(manifest, conditions, repeats)
             console.print(f"replanned: kept {kept} captures that still match the session file")
+        store.record_context(calibration.capture_context(session.rig, session.rig_path))
         recovered = store.recover()
         if recovered:
             console.print(f"recovered {recovered} capture(s) interrupted before their commit; they will be retaken")
@@ -361,6 +363,9 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
         raise error from None
     except RigError as e:
         notifier.send("failed", str(e), view_counts())
+        raise
+    except Exception as e:  # a bug: the operator still hears that the run ended, the traceback says where
+        notifier.send("failed", f"{type(e).__name__}: {e}", view_counts())
         raise
     finally:
         for sig, handler in previous.items():

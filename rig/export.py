@@ -14,6 +14,7 @@ data set of another run.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import errno
@@ -90,7 +91,7 @@ def export(store: RunStore, out: Path, session: Session, replace: bool = False,
             store.db.execute("BEGIN")  # one snapshot: the counts describe exactly the photos exported
             try:
                 counts = store.counts()
-                facts = _Facts(session)
+                facts = _Facts(session, store)
                 written = _write(store, partial, json.loads(store.meta("label_columns") or "[]"), photos, facts)
                 _write_info(store, partial, counts, written)
                 _write_card(store, session, partial, counts, written, photos, facts)
@@ -203,27 +204,19 @@ def _write_info(store: RunStore, partial: Path, counts: Counts, photos: int) -> 
 
 
 class _Facts:
-    """What the CSV says about the rig and its calibration, from the session's rig file."""
+    """What the CSV says about the rig and its calibration: as recorded when each photo's run started
+    (a later recalibration does not rewrite earlier photos); the card describes the rig file now."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, store: RunStore) -> None:
         self.rig = session.rig
-        self.rig_path = session.rig_path
-        cal = calibration.load(session.rig_path)
-        if cal is not None and cal.hardware_digest != calibration.hardware_digest(session.rig):
-            cal = None  # measured for other hardware: it says nothing about these photos
-        self.calibration = cal
-        self.calibration_name = ""
-        if cal is not None:
-            dates = [r.created for r in (cal.intrinsics, *cal.angles.values(), *cal.poses.values(),
-                                         *cal.ranges.values()) if r is not None]
-            self.calibration_name = calibration.calibration_path(session.rig_path).name + (
-                f"@{max(dates)}" if dates else "")
+        self.calibration, self.calibration_name = calibration.in_force(session.rig, session.rig_path)
+        self.contexts = sorted(store.contexts(), key=lambda c: float(c["at"]))  # type: ignore[arg-type]
+        self._at = [float(c["at"]) for c in self.contexts]  # type: ignore[arg-type]
 
-    def angle(self, servo: str, pulses: dict[str, int]) -> str:
-        rec = self.calibration.angles.get(servo) if self.calibration else None
-        if rec is None or servo not in pulses:
-            return ""
-        return f"{float(np.polyval(rec.coeffs, pulses[servo])):.3f}"
+    def _context(self, taken_at: float) -> dict[str, object] | None:
+        """The newest context recorded before the photo was taken; None for a run made before contexts were kept."""
+        i = bisect.bisect_right(self._at, taken_at)
+        return self.contexts[i - 1] if i else (self.contexts[0] if self.contexts else None)
 
     def row(self, c: dict[str, object]) -> list[object]:
         readback = json.loads(str(c["readback"] or "{}"))
@@ -232,16 +225,23 @@ class _Facts:
         levels = readback.get("lights") or []
         commanded = {int(k): v for k, v in json.loads(str(c["commanded"] or "{}")).items()}
         commanded_lights = {int(k): v for k, v in json.loads(str(c["lights"] or "{}")).items()}
-        pulses = {name: positions[s.channel] if s.channel < len(positions) else commanded.get(s.channel)
-                  for name, s in self.rig.servos.items()}
-        lights = {name: levels[l.channel] if l.channel < len(levels) else commanded_lights.get(l.channel)
-                  for name, l in self.rig.lights.items()}
+        ctx = self._context(float(c["started_at"]))  # type: ignore[arg-type]
+        servos = ctx["servos"] if ctx else {n: s.channel for n, s in self.rig.servos.items()}
+        light_channels = ctx["lights"] if ctx else {n: lt.channel for n, lt in self.rig.lights.items()}
+        pulses = {name: positions[ch] if ch < len(positions) else commanded.get(ch)
+                  for name, ch in servos.items()}  # type: ignore[union-attr]
+        lights = {name: levels[ch] if ch < len(levels) else commanded_lights.get(ch)
+                  for name, ch in light_channels.items()}  # type: ignore[union-attr]
+        angles = ctx["angles"] if ctx else {}
+
+        def angle(servo: str) -> str:
+            coeffs = angles.get(servo)  # type: ignore[union-attr]
+            return "" if coeffs is None or pulses.get(servo) is None else f"{float(np.polyval(coeffs, pulses[servo])):.3f}"
         at = dt.datetime.fromtimestamp(float(c["started_at"]), dt.timezone.utc)  # type: ignore[arg-type]
-        return [c["pose"], c["lighting"], json.dumps(pulses), self.angle("camera_pan", pulses),
-                self.angle("camera_tilt", pulses), json.dumps(lights),
-                at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        return [c["pose"], c["lighting"], json.dumps(pulses), angle("camera_pan"), angle("camera_tilt"),
+                json.dumps(lights), at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                 _blank(qa.get("sharpness")), _blank(qa.get("margin_px")), _blank(qa.get("clipped")),
-                _blank(c["frame_id"]), self.rig.name, self.calibration_name]
+                _blank(c["frame_id"]), ctx["rig"] if ctx else self.rig.name, ctx["calibration"] if ctx else ""]
 
 
 def _blank(value: object) -> object:

@@ -47,6 +47,14 @@ CREATE INDEX attempts_by_item ON attempts(seq);
 CREATE TABLE pauses(pause_id INTEGER PRIMARY KEY, paused_at REAL NOT NULL, reason TEXT NOT NULL, resumed_at REAL);
 """
 
+# Additive upgrades from a schema this rig can still resume: each step's statements, in one transaction.
+_UPGRADES: dict[str | None, list[str]] = {
+    "3": ["ALTER TABLE attempts ADD COLUMN timing TEXT",
+          "CREATE TABLE pauses(pause_id INTEGER PRIMARY KEY, paused_at REAL NOT NULL, reason TEXT NOT NULL, "
+          "resumed_at REAL)",
+          "UPDATE meta SET value = '4' WHERE key = 'schema'"],
+}
+
 
 @dataclass(frozen=True)
 class PlannedCondition:
@@ -157,7 +165,7 @@ class RunStore:
         self.root = root
         self.photos = root / "photos"
         schema = _checked_schema(root / DB_NAME, scan=not checked)  # read-only first: a file that is refused stays untouched
-        if schema != SCHEMA_VERSION:
+        if schema not in (SCHEMA_VERSION, *_UPGRADES):
             raise ConfigError(f"{root}: this run store has schema {schema}, this rig writes schema {SCHEMA_VERSION}; "
                               "finish it with the rig version that started it, or set a new 'output:'")
         self.db = sqlite3.connect(root / DB_NAME, timeout=30, isolation_level=None, check_same_thread=False)
@@ -165,6 +173,11 @@ class RunStore:
             self.db.set_progress_handler(_let_signals_in, 100_000)  # a long --replan stays stoppable
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not lose a committed capture
+            while schema in _UPGRADES:  # a run started by the previous rig version: add what this one records
+                with self.transaction():
+                    for stmt in _UPGRADES[schema]:
+                        self.db.execute(stmt)
+                    schema = self.meta("schema")
         except sqlite3.DatabaseError as e:
             self.db.close()
             raise ConfigError(f"{root / DB_NAME}: not a readable run store ({e}); restore it from a backup "
@@ -264,6 +277,17 @@ class RunStore:
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+    def record_context(self, context: dict[str, object]) -> None:
+        """Keep what describes the rig from now on (rig/calibration.py capture_context), stamped with the
+        time: each photo is described by the newest context from before it was taken."""
+        contexts = [*self.contexts(), {"at": time.time(), **context}]
+        with self.transaction():
+            self.db.execute("INSERT INTO meta(key, value) VALUES ('contexts', ?) ON CONFLICT(key) "
+                            "DO UPDATE SET value = excluded.value", (json.dumps(contexts),))
+
+    def contexts(self) -> list[dict[str, object]]:
+        return list(json.loads(self.meta("contexts") or "[]"))
 
     def add_retransmissions(self, n: int, reasons: dict[str, int] | None = None) -> None:
         """Count commands the controller link had to resend (a noisy serial line shows here first),

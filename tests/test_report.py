@@ -114,11 +114,29 @@ def test_rig_report_refuses_a_run_store_of_an_older_schema_in_one_line(tmp_path:
     (tmp_path / "run").mkdir()
     with sqlite3.connect(tmp_path / "run" / "run.sqlite") as db:
         db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        db.execute("INSERT INTO meta VALUES ('schema', '3')")
+        db.execute("INSERT INTO meta VALUES ('schema', '2')")
     result = run_rig("report", str(session))
     err = result.stderr.strip()
     assert result.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert "schema 3" in err and not (tmp_path / "run" / "report.html").exists()
+    assert "schema 2" in err and not (tmp_path / "run" / "report.html").exists()
+
+
+def test_a_run_started_by_the_previous_version_is_upgraded_and_resumes(tmp_path: Path, phantoms: Path) -> None:
+    """Schema 3 (the previous release) lacks only the stage timings and the pauses table: a half-done run
+    made by it must still be finished, exported and reported, not refused."""
+    session = session_file(tmp_path, phantoms, rig_file(tmp_path))
+    assert run_rig("run", str(session), "--fast").returncode == 0
+    with sqlite3.connect(tmp_path / "run" / "run.sqlite") as db:  # as the previous version left it, half done
+        db.execute("ALTER TABLE attempts DROP COLUMN timing")
+        db.execute("DROP TABLE pauses")
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+        db.execute("DELETE FROM attempts WHERE seq >= 12")
+        db.execute("UPDATE items SET state = 'pending', attempts = 0 WHERE seq >= 12")
+    db.close()
+    resumed = run_rig("run", str(session), "--fast")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "total 24/24 done" in resumed.stderr + resumed.stdout
+    assert run_rig("report", str(session)).returncode == 0
 
 
 # ---------------------------------------------------------------- the page in a real browser
