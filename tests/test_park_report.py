@@ -12,6 +12,7 @@ import pytest
 from conftest import rig_file, session_file
 from rig import cli
 from rig.config import load_session
+from rig.console import Notifier
 from rig.devices import Shot
 from rig.engine import Engine
 from rig.manifest import Manifest
@@ -47,7 +48,7 @@ def test_parked_is_not_claimed_when_the_controller_port_is_closed(
     devices = open_devices(session.rig, session.rig_path, fast=True)
     devices.camera = UnplugAfter(3, devices.camera, devices.motion.link.port)  # type: ignore[attr-defined]
     try:
-        code = cli._run_engine(Engine, session, store, devices, False)
+        code = cli._run_engine(Engine, session, store, devices, Notifier(None, session.path, print))
     finally:
         devices.close()
     err = capsys.readouterr().err
