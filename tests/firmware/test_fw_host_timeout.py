@@ -35,7 +35,9 @@ def test_host_silence_turns_lights_off_and_holds_servos(sim):
     assert s.reply(0.2) is None
     assert not [e for e in s.events if re.fullmatch(rb"safe.*", e)], s.events
     after = [w for t, ch, w in sim.pulses() if ch == 0 and t > t_safe]
-    assert len(after) >= 50 and max(abs(w - held) for w in after) <= 1.0
+    # creeping on would move it 0.08 us per ms (100 us over this wait); simavr measures a held pulse within
+    # a few us when interrupts collide (FACTS.md), so hold means within 10 us
+    assert len(after) >= 50 and max(abs(w - held) for w in after) <= 10.0
 
     st = status(s)
     assert st["light"] == "0,0" and st["moving"] == "0" and st["pos"] == st["target"]
