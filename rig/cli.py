@@ -16,7 +16,7 @@ import sys
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -31,6 +31,9 @@ from rig.errors import ConfigError, DeviceError, PlanChangedError, RigError
 from rig.manifest import Manifest
 from rig.plan import planned_conditions
 from rig.store import RunStore, manifest_digest
+
+if TYPE_CHECKING:  # the engine is imported when a run starts, not for every command
+    from rig.engine import Engine, Event
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
 log = logging.getLogger("rig")
@@ -240,7 +243,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         with _run_lock(session.output):  # before any device is touched: a second run must not talk to them
             return _run_locked(args, session, manifest, conditions, digest)
-    except BaseException:
+    except BaseException:  # any end, Ctrl-C included: clean up, then let it through unchanged
         if created and not RunStore.exists(session.output):
             _remove_output(session.output, created)  # nothing written for a run that never started
         raise
@@ -305,7 +308,7 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
         if args.retry_failed:
             console.print(f"re-queued {store.retry_failed()} failed item(s); their earlier attempts stay on record")
         devices = open_devices(session.rig, session.rig_path, fast=args.fast)
-    except BaseException:
+    except BaseException:  # any end before the devices opened, Ctrl-C included: undo, then let it through
         store.close()
         if not resuming:  # the devices never opened: nothing was captured, leave nothing behind
             for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm"):
@@ -333,9 +336,9 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
     def view_counts() -> Counts:
         return Counts(view.planned, view.done - view.failed, view.failed, view.planned - view.done, 0)
 
-    def on_event(event: object) -> None:
-        view.on_event(event)  # type: ignore[arg-type]
-        if getattr(event, "kind", None) == "paused":
+    def on_event(event: Event) -> None:
+        view.on_event(event)
+        if event.kind == "paused":
             notifier.send("paused", "paused by the operator (p)", view_counts(), final=False)
 
     def on_key(key: str) -> None:
@@ -399,14 +402,14 @@ def _run_engine(engine_cls: type, session: Session, store: RunStore, devices: ob
     return 0
 
 
-def _stop_engine(engine: object) -> None:
+def _stop_engine(engine: Engine) -> None:
     """First Ctrl-C, SIGTERM, SIGHUP or `q`: finish the current capture and stop. Second: abandon it."""
-    engine._result.interrupted = True  # type: ignore[attr-defined]
-    if engine.stop.is_set():  # type: ignore[attr-defined]
-        engine.abandon.set()  # type: ignore[attr-defined]
+    engine._result.interrupted = True
+    if engine.stop.is_set():
+        engine.abandon.set()
         say = "abandoning the current capture"
     else:
-        engine.stop.set()  # type: ignore[attr-defined]
+        engine.stop.set()
         say = "stopping after the current capture (Ctrl-C or q again to abandon it)"
     try:
         console.print(say)
@@ -414,7 +417,7 @@ def _stop_engine(engine: object) -> None:
         pass
 
 
-def _install_stop_handlers(engine: object) -> dict[int, object]:
+def _install_stop_handlers(engine: Engine) -> dict[int, object]:
     return {sig: signal.signal(sig, lambda signum, frame: _stop_engine(engine)) for sig in STOP_SIGNALS}
 
 

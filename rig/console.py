@@ -21,7 +21,7 @@ import time
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -197,7 +197,7 @@ def _in_foreground(fd: int) -> bool:
 
 
 @contextlib.contextmanager
-def keys(on_key: Callable[[str], None], stream: object = None) -> Iterator[bool]:
+def keys(on_key: Callable[[str], None], stream: TextIO | None = None) -> Iterator[bool]:
     """Call `on_key` with every key pressed, without Enter, while the block runs; yields whether keys are read.
 
     Only when stdin is a terminal: it is put in cbreak mode (Ctrl-C still signals) and restored on
@@ -205,7 +205,7 @@ def keys(on_key: Callable[[str], None], stream: object = None) -> Iterator[bool]
     """
     stdin = stream if stream is not None else sys.stdin
     try:
-        fd = stdin.fileno()  # type: ignore[attr-defined]
+        fd = stdin.fileno()
         is_tty = os.isatty(fd)
     except (AttributeError, ValueError, OSError):
         is_tty = False

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Any, Iterator
 
 import cv2
 import jinja2
@@ -210,10 +210,10 @@ class _Facts:
     def __init__(self, session: Session, store: RunStore) -> None:
         self.rig = session.rig
         self.calibration, self.calibration_name = calibration.in_force(session.rig, session.rig_path)
-        self.contexts = sorted(store.contexts(), key=lambda c: float(c["at"]))  # type: ignore[arg-type]
-        self._at = [float(c["at"]) for c in self.contexts]  # type: ignore[arg-type]
+        self.contexts = sorted(store.contexts(), key=lambda c: float(c["at"]))
+        self._at = [float(c["at"]) for c in self.contexts]
 
-    def _context(self, taken_at: float) -> dict[str, object] | None:
+    def _context(self, taken_at: float) -> dict[str, Any] | None:
         """The newest context recorded before the photo was taken; None for a run made before contexts were kept."""
         i = bisect.bisect_right(self._at, taken_at)
         return self.contexts[i - 1] if i else (self.contexts[0] if self.contexts else None)
@@ -225,18 +225,18 @@ class _Facts:
         levels = readback.get("lights") or []
         commanded = {int(k): v for k, v in json.loads(str(c["commanded"] or "{}")).items()}
         commanded_lights = {int(k): v for k, v in json.loads(str(c["lights"] or "{}")).items()}
-        ctx = self._context(float(c["started_at"]))  # type: ignore[arg-type]
+        ctx = self._context(float(str(c["started_at"])))
         servos = ctx["servos"] if ctx else {n: s.channel for n, s in self.rig.servos.items()}
         light_channels = ctx["lights"] if ctx else {n: lt.channel for n, lt in self.rig.lights.items()}
         pulses = {name: positions[ch] if ch < len(positions) else commanded.get(ch)
-                  for name, ch in servos.items()}  # type: ignore[union-attr]
+                  for name, ch in servos.items()}
         lights = {name: levels[ch] if ch < len(levels) else commanded_lights.get(ch)
-                  for name, ch in light_channels.items()}  # type: ignore[union-attr]
+                  for name, ch in light_channels.items()}
         angles = ctx["angles"] if ctx else {}
 
         def angle(servo: str) -> str:
-            coeffs = angles.get(servo)  # type: ignore[union-attr]
-            return "" if coeffs is None or pulses.get(servo) is None else f"{float(np.polyval(coeffs, pulses[servo])):.3f}"
+            coeffs, pulse = angles.get(servo), pulses.get(servo)
+            return "" if coeffs is None or pulse is None else f"{float(np.polyval(coeffs, pulse)):.3f}"
         at = dt.datetime.fromtimestamp(float(c["started_at"]), dt.timezone.utc)  # type: ignore[arg-type]
         return [c["pose"], c["lighting"], json.dumps(pulses), angle("camera_pan"), angle("camera_tilt"),
                 json.dumps(lights), at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from rig.devices import CameraFile
 from rig.errors import ConfigError
@@ -286,7 +286,8 @@ class RunStore:
             self.db.execute("INSERT INTO meta(key, value) VALUES ('contexts', ?) ON CONFLICT(key) "
                             "DO UPDATE SET value = excluded.value", (json.dumps(contexts),))
 
-    def contexts(self) -> list[dict[str, object]]:
+    def contexts(self) -> list[dict[str, Any]]:
+        """Every recorded context, oldest first (JSON as written by `record_context`)."""
         return list(json.loads(self.meta("contexts") or "[]"))
 
     def add_retransmissions(self, n: int, reasons: dict[str, int] | None = None) -> None:
