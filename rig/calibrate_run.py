@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np
 
-from rig.calibrate import (AngleFit, Board, Detection, Intrinsics, arm_angles, calibrate_intrinsics, detect,
-                           fit_angles, glare_centre, inside_by, lamp_angle_from_glare, margin_px,
-                           project_screen_corners, screen_homography, solve_pose)
+from rig.calibrate import (
+    AngleFit,
+    Board,
+    Detection,
+    Intrinsics,
+    arm_angles,
+    calibrate_intrinsics,
+    detect,
+    fit_angles,
+    glare_centre,
+    inside_by,
+    lamp_angle_from_glare,
+    margin_px,
+    project_screen_corners,
+    screen_homography,
+    solve_pose,
+)
 from rig.calibration import AngleRecord, CalibrationFile, IntrinsicsRecord, PoseRecord, RangeRecord, now
 from rig.command import rig_command
 from rig.config import RigConfig

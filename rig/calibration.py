@@ -77,7 +77,7 @@ class CalibrationFile(Record):
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def hardware_digest(rig: RigConfig) -> str:

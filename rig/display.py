@@ -27,7 +27,6 @@ from rig.errors import DeviceError
 from rig.images import DEFAULT_MAX_PIXELS, decode_image
 from rig.manifest import inside_root
 
-
 # 5x5 codes at least 5 bits apart under rotation: DICT_4X4_1000's codes are only 2 apart, and marker
 # 688 drawn inverted held a smaller square that decoded as 17 (tests/test_fiducials.py reads every id).
 MARKER_DICT = cv2.aruco.DICT_5X5_1000

@@ -25,17 +25,17 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import cv2
 
 from rig.config import Session
 from rig.devices import CameraFile, MotionState, Shot
 from rig.display import Prepared, draw_fiducials, fiducial_layout, prepare
-from rig.qa import Expected, PhotoQA, Verdict, decode_photo
 from rig.errors import CameraError, CameraUnavailable, DeviceError, RigError
+from rig.qa import Expected, PhotoQA, Verdict, decode_photo
 from rig.rigs import Devices
 from rig.store import REASON_KIND, Capture, Item, PlannedCondition, RunStore
 

@@ -24,11 +24,12 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import jinja2
@@ -237,7 +238,7 @@ class _Facts:
         def angle(servo: str) -> str:
             coeffs, pulse = angles.get(servo), pulses.get(servo)
             return "" if coeffs is None or pulse is None else f"{float(np.polyval(coeffs, pulse)):.3f}"
-        at = dt.datetime.fromtimestamp(float(c["started_at"]), dt.timezone.utc)  # type: ignore[arg-type]
+        at = dt.datetime.fromtimestamp(float(c["started_at"]), dt.UTC)  # type: ignore[arg-type]
         return [c["pose"], c["lighting"], json.dumps(pulses), angle("camera_pan"), angle("camera_tilt"),
                 json.dumps(lights), at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                 _blank(qa.get("sharpness")), _blank(qa.get("margin_px")), _blank(qa.get("clipped")),
@@ -364,8 +365,8 @@ def _write_card(store: RunStore, session: Session, partial: Path, counts: Counts
     created = float(store.meta("created") or 0)
     text = env.get_template("dataset_card.md.j2").render(
         version=rig.__version__, session=str(session.path), run=str(store.root),
-        run_created=dt.datetime.fromtimestamp(created, dt.timezone.utc).isoformat(timespec="seconds"),
-        exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        run_created=dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="seconds"),
+        exported_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         rig=session.rig, rig_path=str(session.rig_path), cal=facts.calibration, cal_name=facts.calibration_name,
         conditions=conditions, repeats=store.meta("repeats"), manifest=store.meta("manifest_source"),
         counts=counts, photos=photos, form=form, statuses=statuses, kinds=store.failure_kinds(),

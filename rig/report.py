@@ -22,14 +22,14 @@ import cv2
 import matplotlib
 
 matplotlib.use("Agg")  # no display: plots are rendered to SVG only
-import matplotlib.pyplot as plt  # noqa: E402
-from jinja2 import Environment, PackageLoader  # noqa: E402
-from markupsafe import Markup  # noqa: E402
+import matplotlib.pyplot as plt
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
 
-from rig import __version__  # noqa: E402
-from rig.calibration import calibration_path  # noqa: E402
-from rig.config import Session  # noqa: E402
-from rig.store import RunStore  # noqa: E402
+from rig import __version__
+from rig.calibration import calibration_path
+from rig.config import Session
+from rig.store import RunStore
 
 REPORT_NAME = "report.html"
 THUMBS = "report_files"
@@ -99,7 +99,7 @@ def write_report(session: Session, store: RunStore) -> Path:
     page = _template().render(
         title=f"{session.path.name}: {root}",
         version=__version__,
-        generated=_utc(dt.datetime.now(dt.timezone.utc).timestamp()),
+        generated=_utc(dt.datetime.now(dt.UTC).timestamp()),
         summary=_summary(session, store, attempts),
         counts=c,
         conditions=_condition_rows(store, accepted, not_accepted),
@@ -304,4 +304,4 @@ def _template():  # type: ignore[no-untyped-def]
 
 
 def _utc(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

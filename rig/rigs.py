@@ -5,10 +5,10 @@ This is the only place that knows which kind of device the engine gets.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from rig.config import RigConfig
 from rig.devices import Camera, Motion

@@ -14,10 +14,11 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from rig.devices import CameraFile
 from rig.errors import ConfigError
@@ -107,7 +108,7 @@ class Capture:
     timing: dict[str, float] = field(default_factory=dict)
 
 
-def _digest_row(h: "hashlib._Hash", row: ManifestRow) -> None:
+def _digest_row(h: hashlib._Hash, row: ManifestRow) -> None:
     h.update("\x1e".join((row.image_id, row.source, *row.labels)).encode() + b"\x1d")
 
 

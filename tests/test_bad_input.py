@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import png_claiming, rig_file, run_rig, session_file
 
 

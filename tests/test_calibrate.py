@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, run_rig
+
 from rig.calibration import calibration_path, load
 from rig.config import load_rig
 from rig.sim.studio import Studio

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from conftest import rig_file, session_file
+
 from rig.config import Session, load_session
 from rig.devices import Shot
 from rig.devices.rigctl import RigController

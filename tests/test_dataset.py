@@ -12,7 +12,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import rig_file, run_rig, session_file
 
 NEW_COLUMNS = ["Pose", "Lighting", "Pulses", "PanDeg", "TiltDeg", "Lights", "CapturedAt", "Sharpness", "Margin",

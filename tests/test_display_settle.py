@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from conftest import rig_file, session_file
+
 from rig.config import load_session
 from rig.engine import Engine
 from rig.manifest import Manifest

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, RIG_BIN, rig_file, run_rig, session_file
 
 KILLS = 18

@@ -10,17 +10,26 @@ layout's size and spacing (about 40 per photo instead of 6), shuffled over the r
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
 import pytest
-
 from conftest import rig_file
+
 from rig.config import QAConfig, RigConfig, load_rig
-from rig.display import (CORNER_IDS, DIGIT_BASE, DIGITS, draw_fiducials, fiducial_layout, frame_id_digits,
-                         marker_image, digits_frame_id, prepare)
+from rig.display import (
+    CORNER_IDS,
+    DIGIT_BASE,
+    DIGITS,
+    digits_frame_id,
+    draw_fiducials,
+    fiducial_layout,
+    frame_id_digits,
+    marker_image,
+    prepare,
+)
 from rig.qa import Expected, PhotoQA
 from rig.sim.studio import Scene, Studio
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from conftest import run_rig
 
 import rig
-from conftest import run_rig
 
 
 def _commands() -> list[tuple[list[str], argparse.ArgumentParser]]:

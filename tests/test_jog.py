@@ -11,13 +11,13 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from rig.sim.twin import TwinServer
 
 PARK = (1500.0, 1500.0, 1500.0, 1500.0)

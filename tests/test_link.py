@@ -9,13 +9,12 @@ import select
 import threading
 import time
 import tty
-from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import serial
-
 from conftest import REPO
+
 from rig.config import load_rig
 from rig.devices.link import Link
 from rig.devices.rigctl import RigController

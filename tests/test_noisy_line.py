@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from conftest import photos_show_their_sources, rig_file, run_rig, session_file
+
 from rig.sim.camera import truth
 
 NOISE = {"corrupt_bytes": 0.01, "drop_lines": 0.01}

@@ -8,8 +8,8 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from conftest import rig_file, session_file
+
 from rig import cli
 from rig.config import load_session
 from rig.console import Notifier

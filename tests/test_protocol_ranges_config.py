@@ -3,8 +3,8 @@
 import shutil
 
 import pytest
-
 from conftest import REPO
+
 from rig.config import load_rig
 from rig.errors import RigError
 

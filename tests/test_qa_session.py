@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import rig_file, run_rig, session_file
+
 from rig.config import load_rig
 from rig.display import fiducial_layout, prepare
 from rig.sim.studio import Studio

@@ -21,8 +21,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-import yaml
-
 from conftest import REPO, rig_file, run_rig, session_file
 
 ARTIFACTS = REPO / "tests" / "artifacts"

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, RIG_BIN, run_rig, rig_file, session_file
+from conftest import REPO, RIG_BIN, rig_file, run_rig, session_file
 
 
 def _done(run: Path) -> int:

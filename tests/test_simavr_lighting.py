@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from conftest import rig_file, run_rig, session_file
 
 PRESETS = [{"pose": "front", "lighting": "bright"}, {"pose": "front", "lighting": "dim"}]

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 from conftest import photos_show_their_sources, rig_file, run_rig, session_file
+
 from rig.sim.camera import truth
 
 PULSE_TOLERANCE_US = 1.0  # the pins are timed to 1/16 us; the firmware's servo timer ticks at 0.5 us

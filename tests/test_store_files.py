@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from conftest import rig_file, session_file
+
 from rig.config import load_session
 from rig.devices import CameraFile
 from rig.manifest import Manifest

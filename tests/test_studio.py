@@ -8,8 +8,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from conftest import rig_file
+
 from rig.config import load_rig
 from rig.sim.studio import Scene, Studio
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, RIG_BIN, png_claiming, rig_file, run_rig
 
 PHOTOGRAPHIC = ("glare_matte", "moire", "tilt")

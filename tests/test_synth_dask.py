@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from test_synth import digests, one_error_line, synth
 
 distributed = pytest.importorskip("distributed", reason="the dask extra: pip install 'rig[dask]'")

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import REPO, RIG_BIN, run_rig
+
 from rig.sim.vcam import vusb_dir
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import sys
 
 import serial
-
 from conftest import REPO
+
 from rig.devices.link import Link
 from rig.sim.twin import Controller, TwinServer
 
 sys.path.insert(0, str(REPO / "firmware" / "vectors"))
-import runner  # noqa: E402  (firmware/vectors/runner.py: one runner for twin and firmware)
+import runner
 
 
 def test_conformance_vectors_pass_on_the_twin() -> None:

@@ -23,8 +23,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import gphoto2 as gp
 
@@ -276,7 +277,7 @@ class GPhoto2Camera:
                 _safe_exit(self._cam)
             self._cam, self._lost = None, False
 
-    def __enter__(self) -> "GPhoto2Camera":
+    def __enter__(self) -> GPhoto2Camera:
         self.open()
         return self
 

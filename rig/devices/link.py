@@ -15,7 +15,7 @@ import collections
 import logging
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import serial
 

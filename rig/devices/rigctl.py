@@ -14,10 +14,10 @@ import logging
 import random
 import time
 
+from rig.command import rig_command
 from rig.config import RigConfig
 from rig.devices import MotionState
 from rig.devices.link import Link
-from rig.command import rig_command
 from rig.errors import DeviceError
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import random
 import select
 import threading
 import tty
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Callable
 
 import serial
 

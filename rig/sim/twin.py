@@ -14,8 +14,8 @@ import select
 import threading
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from rig.devices.link import check_crc, crc16
 

@@ -17,8 +17,9 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rig.devices import CameraFile, Shot
 from rig.devices.gphoto2cam import GPhoto2Camera
@@ -127,7 +128,7 @@ class VirtualCameraDir:
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "VirtualCameraDir":
+    def __enter__(self) -> VirtualCameraDir:
         return self
 
     def __exit__(self, *exc: object) -> None:

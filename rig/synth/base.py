@@ -10,8 +10,8 @@ CheXphoto's level-4 glare would cover the whole picture; at 2048 px its level-1 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

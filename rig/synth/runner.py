@@ -11,10 +11,10 @@ import itertools
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -23,8 +23,7 @@ from rich.table import Table
 from rig.errors import ConfigError, RigError
 from rig.manifest import Manifest
 from rig.synth.base import LEVELS, SETS, chain_dir, parse_chain, registry
-from rig.synth.job import (TMP_DIR, Item, Outcome, Spec, column_names, exit_with, output_rel, process_batch,
-                           split_of)
+from rig.synth.job import TMP_DIR, Item, Outcome, Spec, column_names, exit_with, output_rel, process_batch, split_of
 from rig.synth.journal import Journal, check_spec, write_text_atomically
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fwsim import ELF, FIRMWARE, RIGSIM, Sim  # noqa: E402
+from fwsim import ELF, FIRMWARE, RIGSIM, Sim
 
 
 @pytest.fixture(scope="session")

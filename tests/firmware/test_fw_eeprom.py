@@ -3,7 +3,6 @@
 import binascii
 
 import pytest
-
 from fwsim import command, status, wait_event
 
 BOOT = r"boot fw=\d+\.\d+\.\d+ proto=1 servos=\d+ lights=\d+ cause=power"
