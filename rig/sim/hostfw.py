@@ -38,8 +38,8 @@ class HostFirmware:
 
     def __init__(self, binary: Path = HOST_BINARY) -> None:
         if not binary.exists():
-            raise DeviceError(f"the simulated controller needs {binary.relative_to(FIRMWARE.parent)}; "
-                              f"build it with: {BUILD_HINT}")
+            shown = binary.relative_to(FIRMWARE.parent) if binary.is_relative_to(FIRMWARE.parent) else binary
+            raise DeviceError(f"the simulated controller needs {shown}; build it with: {BUILD_HINT}")
         self.binary = binary
         self.port = ""
         self._dir: Path | None = None
@@ -65,6 +65,12 @@ class HostFirmware:
             raise DeviceError(f"{self.binary.name} is older than this program; rebuild it with: {BUILD_HINT}")
         return self
 
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise DeviceError("the simulated controller is not running")
+        return self._proc.pid
+
     def _snapshot(self) -> bytes:
         """A consistent copy of the state file: the writer marks an update in progress with an odd seq."""
         if self._state is None:
@@ -81,7 +87,8 @@ class HostFirmware:
             time.sleep(0)  # the writer was interrupted mid-update: let it finish
 
     def _boots(self) -> int:
-        return _HEADER.unpack_from(self._snapshot())[2]
+        boots: int = _HEADER.unpack_from(self._snapshot())[2]
+        return boots
 
     def physical(self) -> tuple[tuple[float, ...], tuple[int, ...]]:
         """Servo pulses (us) and light levels the controller drives now: where the rig really is."""

@@ -22,6 +22,9 @@
  *  20  uint16[N] servo pulse now, in 0.5 us ticks (what hw_servo_ticks drives)
  *  ..  uint8[M]  light level now, 0..255 (what hw_light drives)
  *
+ * It is updated before any byte goes to the pty and at the end of every loop pass, so a host that
+ * has read a reply or event finds the outputs it reports.
+ *
  * The loop sleeps in ppoll until a byte arrives, a signal comes or the core has work due (the
  * next 1 ms motion step while moving, the host-silence deadline): an idle controller uses no CPU.
  */
@@ -97,6 +100,10 @@ uint32_t hw_millis(void) { return (uint32_t)((now_us() - boot_us) / 1000u); }
 uint32_t hw_micros(void) { return (uint32_t)(now_us() - boot_us); }
 void hw_write(const char *buf, size_t len)
 {
+    /* Outputs first: a host that hears "ok" or "!done" and then reads the state file finds
+     * the outputs that reply or event speaks of. */
+    if (outputs_changed)
+        publish();
     /* Like a UART: it waits while the host reads slowly, but a line nobody reads for a second
      * (the pty's buffer full, no host on the port) is lost. */
     int budget_ms = 1000;
