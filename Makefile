@@ -29,7 +29,7 @@ demo: $(STAMP) host demo/data/train.csv
 # The simulated rig's controller: the firmware's protocol core built for this PC (needs only g++,
 # the Debian package is installed when missing).
 host:
-	command -v g++ >/dev/null || (apt-get update -q && apt-get install -y --no-install-recommends g++)
+	@command -v g++ >/dev/null || (apt-get update -q && apt-get install -y --no-install-recommends g++)
 	$(MAKE) -C firmware host
 
 # The AVR toolchain and simavr come from Debian packages (installed only when missing).
