@@ -5,6 +5,7 @@ and its physical outputs, power cuts and idle behaviour are what the simulated r
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -116,3 +117,15 @@ def test_an_idle_controller_sleeps(host: HostFirmware, session: runner.Session) 
 def test_a_missing_build_is_one_line_naming_the_make_command(tmp_path: Path) -> None:
     with pytest.raises(DeviceError, match=r"^the simulated controller needs .*rigctl-host; build it with: make host$"):
         HostFirmware(binary=REPO / "firmware" / "build" / "no-such-rigctl-host")
+
+
+def test_the_controller_stops_when_the_program_that_started_it_dies() -> None:
+    # `rig run` killed with SIGKILL must not leave a controller process behind.
+    started = subprocess.run([sys.executable, "-c", "import os; from rig.sim.hostfw import HostFirmware; "
+                              "print(HostFirmware().start().pid, flush=True); os._exit(0)"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=30, cwd=REPO)
+    pid = int(started.stdout)
+    deadline = time.monotonic() + 10
+    while (stat := Path(f"/proc/{pid}/stat")).exists() and stat.read_text().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline, f"rigctl-host {pid} outlived its parent"
+        time.sleep(0.01)

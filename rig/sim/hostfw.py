@@ -105,7 +105,7 @@ class HostFirmware:
         boots = self._boots()
         self._proc.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + _WAIT_S
-        while self._boots() == boots:
+        while self._state is not None and self._boots() == boots:  # (None: stopped meanwhile)
             if time.monotonic() > deadline:
                 raise DeviceError(f"{self.binary.name} did not boot again after a power cut")
             time.sleep(0.001)
