@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup firmware tools clean
+.PHONY: demo test setup host firmware tools clean
 
 setup: $(STAMP)
 
@@ -20,11 +20,17 @@ $(STAMP): pyproject.toml
 demo/data/train.csv: $(STAMP) rig/demo_data.py
 	$(BIN)/python -m rig.demo_data demo/data
 
-demo: $(STAMP) demo/data/train.csv
+demo: $(STAMP) host demo/data/train.csv
 	$(BIN)/rig run sessions/demo.yaml
 	$(BIN)/rig status sessions/demo.yaml
 	$(BIN)/rig export sessions/demo.yaml --out demo/export
 	$(BIN)/rig report sessions/demo.yaml
+
+# The simulated rig's controller: the firmware's protocol core built for this PC (needs only g++,
+# the Debian package is installed when missing).
+host:
+	@command -v g++ >/dev/null || (apt-get update -q && apt-get install -y --no-install-recommends g++)
+	$(MAKE) -C firmware host
 
 # The AVR toolchain and simavr come from Debian packages (installed only when missing).
 firmware:
@@ -37,7 +43,7 @@ tools:
 	command -v tmux >/dev/null || (apt-get update -q && apt-get install -y --no-install-recommends tmux)
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y --no-install-recommends chromium)
 
-test: $(STAMP) firmware tools
+test: $(STAMP) host firmware tools
 	$(BIN)/python -m pytest -q
 
 clean:

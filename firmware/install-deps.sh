@@ -4,7 +4,7 @@
 # everything is already installed. Needs root (or sudo) on Debian 12.
 set -eu
 
-PKGS="gcc-avr binutils-avr avr-libc arduino-core-avr libsimavr-dev simavr pkg-config libelf-dev make libc6-dev gcc avrdude"
+PKGS="gcc-avr binutils-avr avr-libc arduino-core-avr libsimavr-dev simavr pkg-config libelf-dev make libc6-dev gcc g++ avrdude"
 
 missing=""
 for p in $PKGS; do

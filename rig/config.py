@@ -49,7 +49,7 @@ FilePath = Annotated[Path, BeforeValidator(_str_to_path)]
 
 
 class ControllerConfig(Strict):
-    port: str = Field(description="'sim': the Python twin; 'simavr': the real firmware in simavr; "
+    port: str = Field(description="'sim': the firmware's core built for the PC; 'simavr': the firmware in simavr; "
                                   "else a pyserial URL or path")
     baudrate: int = 115200
     reply_timeout_s: float = Field(0.3, gt=0, description="wait this long for a reply before retransmitting")

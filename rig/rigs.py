@@ -57,11 +57,11 @@ def open_controller(rig: RigConfig, rig_path: Path, stack: ExitStack) -> tuple[M
     physical = None
     port = rig.controller.port
     if port == "sim":
-        from rig.sim.twin import TwinServer
+        from rig.sim.hostfw import HostFirmware
 
-        twin = TwinServer().start()
-        stack.callback(twin.stop)
-        port, physical, power_cycle = twin.port, twin.physical, twin.power_cycle
+        host = HostFirmware().start()
+        stack.callback(host.stop)
+        port, physical, power_cycle = host.port, host.physical, host.power_cycle
     elif port == "simavr":
         from rig.sim.avr import AvrSimulator
 

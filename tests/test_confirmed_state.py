@@ -1,8 +1,9 @@
 """Every accepted photo is taken in the state the engine commanded, even when the controller resets and
 its `!boot` banner never reaches the host (PROTOCOL.md: a host must not rely on seeing it).
 
-Ground truth is what the simulated camera saw (the twin's physical state, or the pulses and duty
-measured on the AVR's pins, recorded in each photo), not the controller's readback."""
+Ground truth is what the simulated camera saw (the outputs the firmware's core drives when built for the
+PC, or the pulses and duty measured on the AVR's pins, recorded in each photo), not the controller's
+readback."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from rig.plan import planned_conditions
 from rig.rigs import Devices
 from rig.sim.avr import AvrSimulator
 from rig.sim.camera import SimCamera, truth
+from rig.sim.hostfw import HostFirmware
 from rig.sim.line import NoisyLine
 from rig.sim.studio import Studio
-from rig.sim.twin import TwinServer
 from rig.store import RunStore
 
 
@@ -51,7 +52,7 @@ def _run_with_lost_boot_banner(tmp_path: Path, phantoms: Path, kind: str) -> tup
     session = load_session(session_file(tmp_path, phantoms, rig_file(tmp_path, motion={"settle_ms": 60})))
     rig = session.rig
     stack = ExitStack()
-    ctl = TwinServer().start() if kind == "twin" else AvrSimulator()
+    ctl = HostFirmware().start() if kind == "host" else AvrSimulator()
     stack.callback(ctl.stop)
     line = NoisyLine(ctl.port, drop=lambda text: text.startswith(b"!boot"))  # only the banner is lost
     stack.callback(line.close)
@@ -80,7 +81,7 @@ def _run_with_lost_boot_banner(tmp_path: Path, phantoms: Path, kind: str) -> tup
     return session, session.output
 
 
-@pytest.mark.parametrize("kind", ["twin", "firmware"])
+@pytest.mark.parametrize("kind", ["host", "firmware"])
 def test_photos_after_a_reset_with_a_lost_boot_banner_are_taken_at_the_planned_pose_and_lighting(
         tmp_path: Path, phantoms: Path, kind: str) -> None:
     session, run = _run_with_lost_boot_banner(tmp_path, phantoms, kind)

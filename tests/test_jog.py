@@ -1,7 +1,7 @@
 """`rig jog` driven through tmux, as an operator over ssh would use it.
 
-The controller is the firmware's twin served on a pseudo-terminal by this test process, with its
-host-silence timeout off: whatever state it is left in after jog exits is what jog left it in.
+The controller is the firmware's core built for the PC (rigctl-host), started by this test process,
+with its host-silence timeout off: whatever state it is left in after jog exits is what jog left it in.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from rig.sim.twin import TwinServer
+from rig.sim.hostfw import HostFirmware
 
 PARK = (1500.0, 1500.0, 1500.0, 1500.0)
 
@@ -47,30 +47,30 @@ def _key(session: str, key: str, then: str) -> str:
     return _wait_for(session, then)
 
 
-def _wait_physical(twin: TwinServer, want: tuple[tuple[float, ...], tuple[int, ...]], timeout: float = 30) -> None:
+def _wait_physical(host: HostFirmware, want: tuple[tuple[float, ...], tuple[int, ...]], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while twin.physical() != want:
-        assert time.monotonic() < deadline, f"the controller stayed at {twin.physical()}, not {want}"
+    while host.physical() != want:
+        assert time.monotonic() < deadline, f"the controller stayed at {host.physical()}, not {want}"
         time.sleep(0.05)
 
 
 @pytest.fixture
-def twin_rig(tmp_path: Path) -> Iterator[tuple[Path, TwinServer]]:
+def controller_rig(tmp_path: Path) -> Iterator[tuple[Path, HostFirmware]]:
     assert shutil.which("tmux"), "tmux is installed by make test"
-    twin = TwinServer().start()
+    host = HostFirmware().start()
     text = (REPO / "calibration" / "sim-rig.yaml").read_text()
-    text = text.replace("  port: sim ", f"  port: {twin.port} ").replace("host_timeout_ms: 30000", "host_timeout_ms: 0")
+    text = text.replace("  port: sim ", f"  port: {host.port} ").replace("host_timeout_ms: 30000", "host_timeout_ms: 0")
     rig = tmp_path / "rig.yaml"
     rig.write_text(text)
     try:
-        yield rig, twin
+        yield rig, host
     finally:
-        twin.stop()
+        host.stop()
 
 
 @pytest.fixture
-def jog(twin_rig: tuple[Path, TwinServer]) -> Iterator[str]:
-    rig, _ = twin_rig
+def jog(controller_rig: tuple[Path, HostFirmware]) -> Iterator[str]:
+    rig, _ = controller_rig
     session = f"jog-{uuid.uuid4().hex[:8]}"
     cmd = f"{sys.executable} -m rig.cli jog {rig}"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "30", cmd], check=True, cwd=REPO)
@@ -98,8 +98,8 @@ def _gone(session: str) -> bool:
 
 
 def test_keys_move_the_channel_and_a_slowly_typed_name_saves_the_pose(
-        jog: str, twin_rig: tuple[Path, TwinServer]) -> None:
-    rig, twin = twin_rig
+        jog: str, controller_rig: tuple[Path, HostFirmware]) -> None:
+    rig, host = controller_rig
     _key(jog, "3", "step 10")
     _key(jog, "Right", "target  1510 us")
     _key(jog, "Right", "target  1520 us")
@@ -121,14 +121,15 @@ def test_keys_move_the_channel_and_a_slowly_typed_name_saves_the_pose(
     saved = yaml.safe_load(text)["poses"]["high_left"]
     assert saved["camera_pan"] == 1520 and saved["camera_tilt"] == 1450
     assert saved["light_left"] == 1500 and saved["light_right"] == 1500
-    _wait_physical(twin, (PARK, (0, 0)))
+    _wait_physical(host, (PARK, (0, 0)))
 
 
 @pytest.mark.parametrize("how", ["q", "ctrl-c", "sigterm", "terminal-closed", "crash"])
-def test_every_exit_parks_and_turns_the_lights_off(jog: str, twin_rig: tuple[Path, TwinServer], how: str) -> None:
-    rig, twin = twin_rig
+def test_every_exit_parks_and_turns_the_lights_off(
+        jog: str, controller_rig: tuple[Path, HostFirmware], how: str) -> None:
+    rig, host = controller_rig
     _move_away_from_park(jog)
-    _wait_physical(twin, ((1510.0, 1450.0, 1500.0, 1500.0), (50, 0)))
+    _wait_physical(host, ((1510.0, 1450.0, 1500.0, 1500.0), (50, 0)))
     pid = subprocess.run(["tmux", "display-message", "-p", "-t", jog, "#{pane_pid}"],
                          capture_output=True, text=True, check=True).stdout.strip()
     if how == "q":
@@ -144,7 +145,7 @@ def test_every_exit_parks_and_turns_the_lights_off(jog: str, twin_rig: tuple[Pat
         _key(jog, "s", "save pose as")
         _send(jog, "-l", "x")
         _send(jog, "Enter")
-    _wait_physical(twin, (PARK, (0, 0)))
+    _wait_physical(host, (PARK, (0, 0)))
     deadline = time.monotonic() + 30
     while not _gone(jog):
         assert time.monotonic() < deadline, f"jog did not exit after {how}"

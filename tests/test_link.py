@@ -1,6 +1,6 @@
 """The host link over a lossy line: lost and corrupted replies are retransmitted with the same sequence
 number and never execute twice; a controller reset mid-session is detected and the rig restored.
-Run against the Python twin and the real firmware in simavr."""
+Run against the simulated controller (the firmware's core built for the PC) and the real firmware in simavr."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from rig.devices.link import Link
 from rig.devices.rigctl import RigController
 from rig.errors import DeviceError
 from rig.sim.avr import AvrSimulator
-from rig.sim.twin import TwinServer
+from rig.sim.hostfw import HostFirmware
 
 
 class LossyProxy:
@@ -62,13 +62,13 @@ class LossyProxy:
         os.close(self._slave)
 
 
-@pytest.fixture(params=["twin", "firmware"])
+@pytest.fixture(params=["host", "firmware"])
 def controller(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The port of a running controller: the Python twin, or the real firmware in simavr."""
-    if request.param == "twin":
-        twin = TwinServer().start()
-        yield twin.port
-        twin.stop()
+    """The port of a running controller: the firmware's core built for the PC, or the AVR firmware in simavr."""
+    if request.param == "host":
+        host = HostFirmware().start()
+        yield host.port
+        host.stop()
     else:
         avr = AvrSimulator()
         yield avr.port
@@ -236,19 +236,19 @@ def _garble_first_status(replacement: bytes, printable: bool) -> Callable[[bytes
 
 
 @pytest.fixture
-def twin_behind_proxy() -> Iterator[tuple[RigController, LossyProxy]]:
-    twin = TwinServer().start()
-    proxy = LossyProxy(twin.port)
+def controller_behind_proxy() -> Iterator[tuple[RigController, LossyProxy]]:
+    host = HostFirmware().start()
+    proxy = LossyProxy(host.port)
     ctl = RigController(Link.open(proxy.port, reply_timeout_s=0.3), load_rig(REPO / "calibration" / "sim-rig.yaml"))
     ctl.setup()
     yield ctl, proxy
     ctl.close()
     proxy.close()
-    twin.stop()
+    host.stop()
 
 
-def test_a_reply_with_a_byte_outside_ascii_is_damaged_whatever_its_crc(twin_behind_proxy) -> None:  # type: ignore[no-untyped-def]
-    ctl, proxy = twin_behind_proxy
+def test_a_reply_with_a_byte_outside_ascii_is_damaged_whatever_its_crc(controller_behind_proxy) -> None:  # type: ignore[no-untyped-def]
+    ctl, proxy = controller_behind_proxy
     proxy.mangle = _garble_first_status(b"\xb1", printable=False)
     before = ctl.link.retransmissions
     state = ctl.state()
@@ -256,18 +256,18 @@ def test_a_reply_with_a_byte_outside_ascii_is_damaged_whatever_its_crc(twin_behi
     assert ctl.link.retransmissions == before + 1  # refused as damaged and sent again, not parsed
 
 
-def test_a_status_reply_that_passes_its_crc_but_does_not_parse_is_asked_again(twin_behind_proxy) -> None:  # type: ignore[no-untyped-def]
-    ctl, proxy = twin_behind_proxy
+def test_a_status_reply_that_passes_its_crc_but_does_not_parse_is_asked_again(controller_behind_proxy) -> None:  # type: ignore[no-untyped-def]
+    ctl, proxy = controller_behind_proxy
     proxy.mangle = _garble_first_status(b"x", printable=True)
     state = ctl.state()  # a traceback before: ValueError: invalid literal for int() ... 'x500'
     assert all(400 <= p <= 2600 for p in state.positions)
 
 
-def test_err_8_busy_is_sent_again_not_raised(twin_behind_proxy) -> None:  # type: ignore[no-untyped-def]
+def test_err_8_busy_is_sent_again_not_raised(controller_behind_proxy) -> None:  # type: ignore[no-untyped-def]
     """`err 8 busy` (PROTOCOL.md "Flow"): the controller had no room to answer and did not execute the line."""
     from rig.devices.link import crc16
 
-    ctl, proxy = twin_behind_proxy
+    ctl, proxy = controller_behind_proxy
     busy = {"left": 3}
 
     def answer_busy(line: bytes) -> bytes | None:

@@ -1,5 +1,5 @@
 """On the simavr rig the simulated camera sees the light duty measured on the AVR's PWM pins, so one image
-photographed under two lighting presets differs the way it does on the twin rig (dim darker than bright)."""
+photographed under two lighting presets differs the way it does on the sim rig (dim darker than bright)."""
 
 from __future__ import annotations
 
@@ -30,14 +30,14 @@ def _brightness(tmp_path: Path, phantoms: Path, port: str) -> dict[tuple[str, st
             for image, lighting, photo in rows}
 
 
-def test_lighting_presets_differ_on_the_simavr_rig_as_on_the_twin_rig(tmp_path: Path, phantoms: Path) -> None:
-    twin = _brightness(tmp_path / "twin", phantoms, "sim")
+def test_lighting_presets_differ_on_the_simavr_rig_as_on_the_sim_rig(tmp_path: Path, phantoms: Path) -> None:
+    host = _brightness(tmp_path / "sim", phantoms, "sim")
     avr = _brightness(tmp_path / "avr", phantoms, "simavr")
-    images = {image for image, _ in twin}
-    twin_ratio = np.array([twin[i, "bright"] / twin[i, "dim"] for i in sorted(images)])
+    images = {image for image, _ in host}
+    host_ratio = np.array([host[i, "bright"] / host[i, "dim"] for i in sorted(images)])
     avr_ratio = np.array([avr[i, "bright"] / avr[i, "dim"] for i in sorted(images)])
-    assert (twin_ratio > 1.2).all(), f"the twin rig's presets must differ: {twin_ratio}"
+    assert (host_ratio > 1.2).all(), f"the sim rig's presets must differ: {host_ratio}"
     # the same image under the same preset looks the same on both rigs (same light levels reach the camera)
-    assert np.allclose(avr_ratio, twin_ratio, rtol=0.05), f"simavr {avr_ratio} vs twin {twin_ratio}"
-    for key, level in twin.items():
-        assert abs(avr[key] - level) < 0.05 * level, f"{key}: simavr photo mean {avr[key]:.1f}, twin {level:.1f}"
+    assert np.allclose(avr_ratio, host_ratio, rtol=0.05), f"simavr {avr_ratio} vs sim {host_ratio}"
+    for key, level in host.items():
+        assert abs(avr[key] - level) < 0.05 * level, f"{key}: simavr photo mean {avr[key]:.1f}, sim {level:.1f}"

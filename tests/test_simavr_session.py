@@ -1,6 +1,6 @@
-"""The session runs with the real rigctl firmware in simavr instead of the twin; the camera's pose and
-lighting come from the pulse widths and PWM duty measured on the AVR's pins, and every accepted photo
-is checked against the plan with those measurements (not with the firmware's own readback)."""
+"""The session runs with the real rigctl firmware in simavr instead of its core built for the PC; the
+camera's pose and lighting come from the pulse widths and PWM duty measured on the AVR's pins, and every
+accepted photo is checked against the plan with those measurements (not with the firmware's own readback)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def test_session_on_the_real_firmware_in_simavr(tmp_path: Path, phantoms: Path) 
         assert measured is not None, photo
         pulses, levels = measured
         for ch, us in json.loads(commanded).items():
-            assert abs(pulses[int(ch)] - us) <= PULSE_TOLERANCE_US, f"{photo}: servo {ch} at {pulses[int(ch)]} us, planned {us}"
+            at = pulses[int(ch)]
+            assert abs(at - us) <= PULSE_TOLERANCE_US, f"{photo}: servo {ch} at {at} us, planned {us}"
         for ch, level in json.loads(lights).items():
             assert levels[int(ch)] == level, f"{photo}: light {ch} at duty {levels[int(ch)]}, planned {level}"

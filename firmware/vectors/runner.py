@@ -1,6 +1,7 @@
 """Run the rigctl conformance vectors against anything that speaks PROTOCOL.md on a serial port.
 
-The same runner checks the real firmware (in simavr, through rigsim's pty) and the Python twin.
+The same runner checks the firmware in simavr (through rigsim's pty) and its protocol core built for
+the PC (rigctl-host, the simulated rig's controller).
 It uses pyserial directly so it does not depend on the host driver it is meant to check.
 
 Besides the *.vec files it is the one place that checks the protocol's edges: it reads the
@@ -227,7 +228,8 @@ def run_lines(s: Session, name: str, lines: list[str]) -> list[str]:
             pattern = re.compile(arg.encode("latin-1"))
             seen = [e for e in s.events if pattern.fullmatch(e)]
             if seen:
-                return [f"{where}: no event /{arg}/ may have arrived since the last request, got {_show(b'!' + seen[0])}"]
+                got = _show(b"!" + seen[0])
+                return [f"{where}: no event /{arg}/ may have arrived since the last request, got {got}"]
         elif op == "wait":
             time.sleep(float(arg) / 1000.0)
         else:
@@ -268,7 +270,7 @@ def edge_cases(row: dict[str, str], names: dict[str, int]) -> list[str]:
     lo_text, _, hi_text = row["range"].partition("..")
     lo, hi = _bound(lo_text, names), _bound(hi_text, names)
     accepted = [str(lo), str(hi), str(lo).zfill(MAX_DIGITS)]
-    outside = [str(v) for v in (lo - 1, hi + 1, 10**MAX_DIGITS - 1) if 0 <= v and not lo <= v <= hi]
+    outside = [str(v) for v in (lo - 1, hi + 1, 10**MAX_DIGITS - 1) if v >= 0 and not lo <= v <= hi]
     malformed = [str(lo).zfill(MAX_DIGITS + 1), str(10**MAX_DIGITS), "-1", "+1", "1.0", "0x1", "1e3", "x"]
     checked = row["example"].startswith("#")
     out = [f"// {row['argument']}: {row['range']} ({lo}..{hi})"]

@@ -1,4 +1,4 @@
-"""Driver for the rigctl controller (servos + lights), real board or twin, over a `Link`.
+"""Driver for the rigctl controller (servos + lights), real board or simulated, over a `Link`.
 
 On connect it resynchronises, checks the protocol version and channel counts, makes the
 controller's stored limits equal the rig file's and sets a fresh session token (PROTOCOL.md

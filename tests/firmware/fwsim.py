@@ -20,7 +20,7 @@ RIGSIM = BUILD / "rigsim"
 VECTORS = FIRMWARE / "vectors"
 
 sys.path.insert(0, str(VECTORS))
-import runner  # noqa: E402  (firmware/vectors/runner.py, shared with the twin's tests)
+import runner  # noqa: E402  (firmware/vectors/runner.py, shared with tests/test_sim_controller.py)
 
 
 @dataclass

@@ -1,4 +1,7 @@
-"""The conformance vectors (firmware/vectors/*.vec) pass on the real firmware in simavr."""
+"""The conformance vectors (firmware/vectors/*.vec) pass on the real firmware in simavr.
+
+The same core built for the PC (rigctl-host, the simulated rig's controller) runs them in
+tests/test_sim_controller.py."""
 
 from fwsim import VECTORS, runner
 
@@ -25,18 +28,3 @@ def test_checked_status_stream_answers_every_line(sim):
         body, crc_ok = runner.split_crc(reply)
         assert crc_ok and body.startswith(b"#%d ok ms=" % seq), reply
 
-
-def test_vectors_pass_on_portable_core_built_for_the_host(firmware_build):
-    # The protocol core is plain C++: built with the PC's g++ (no AVR, no simulator) it must
-    # behave the same. rigctl-host serves it on a pty just like rigsim.
-    import subprocess
-
-    from fwsim import BUILD
-
-    proc = subprocess.Popen([str(BUILD / "rigctl-host")], stdout=subprocess.PIPE, text=True)
-    try:
-        pty = proc.stdout.readline().split()[1]
-        assert runner.run_vectors(pty, VECTORS) == []
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
