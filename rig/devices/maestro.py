@@ -83,7 +83,7 @@ def crc7(packet: bytes) -> int:
     for byte in packet:
         crc ^= byte
         for _ in range(8):
-            crc = (crc >> 1) ^ CRC7_POLY if crc & 1 else crc >> 1
+            crc = (crc ^ CRC7_POLY) >> 1 if crc & 1 else crc >> 1
     return crc & 0x7F
 
 
