@@ -382,3 +382,36 @@ def test_doctor_reads_back_what_it_can_and_lists_what_the_operator_sets() -> Non
     assert "Timeout 30.00 s" in checks["set in Maestro Control Center: Serial timeout"].detail
     assert "channel 0 (camera_pan): Mode Servo, Min <= 1000, Max >= 2000, On startup or error: Go to 1500" in \
         checks["set in Maestro Control Center: servo channels"].detail
+
+
+@pytest.mark.parametrize(("off_us", "full_us"), [(1000, 2000), (1500, 1564), (2000, 900)])
+def test_every_dimmer_level_reads_back_as_itself(off_us: int, full_us: int) -> None:
+    """The engine confirms lights by read-back: each level must be its own quarter-microsecond."""
+    wiring = MaestroLight(channel=6, mode="dimmer", off_us=off_us, full_us=full_us)
+    ctl = Maestro.__new__(Maestro)
+    ctl.lights = {0: wiring}
+    assert [ctl._level(0, Maestro._dimmer_q(wiring, level)) for level in range(256)] == list(range(256))
+
+
+def test_micro_maestro_sets_targets_one_by_one_and_lights_without_pwm() -> None:
+    device = DeviceSettings(model="micro6", channels=[_servo()] * 4 + [ChannelSettings(home="goto", home_q=4000),
+                                                                      ChannelSettings(mode="output")],
+                            lamps=[LampWiring(4, "dimmer"), LampWiring(5, "output")])
+    lights = {0: MaestroLight(channel=4, mode="dimmer"), 1: MaestroLight(channel=5, mode="output")}
+    with driven(device, model="micro6", lights=lights) as (maestro, ctl):
+        ctl.move({0: 1400, 1: 1600, 3: 1200}, 200)
+        ctl.set_lights({0: 128, 1: 255})
+        st = ctl.wait_idle(5)
+        assert st.positions == (1400, 1600, 1500, 1200) and st.lights == (128, 255) == maestro.physical()[1]
+        arrived = [maestro.core.arrivals[ch] for ch in (0, 1, 3)]
+        assert max(arrived) - min(arrived) <= 0.0101
+
+
+def test_a_maestro_set_up_as_doctor_says_passes_doctor() -> None:
+    settings = _settings("unused")
+    maestro = MaestroSimulator(sim.set_up_for(settings, _rig())).start()
+    try:
+        checks = drv.maestro_checks(settings, _rig(), maestro.port)
+    finally:
+        maestro.stop()
+    assert all(c.ok for c in checks if c.needed), [c for c in checks if not c.ok]

@@ -22,6 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rig.config import RigConfig
+from rig.devices.maestro import MaestroSettings as MaestroConfig
+
 CHANNELS = {"micro6": 6, "mini12": 12, "mini18": 18, "mini24": 24}
 TICK_S = 0.010  # positions are updated every 10 ms (speed units of 0.25 us / 10 ms, guide 4.b)
 
@@ -48,7 +51,7 @@ class LampWiring:
     """How a simulated lamp hangs on the Maestro: what the camera sees for each of the rig's light channels."""
 
     channel: int
-    mode: Literal["output", "pwm", "dimmer"]
+    mode: Literal["output", "pwm", "dimmer", "none"]
     off_us: float = 1000.0
     full_us: float = 2000.0
 
@@ -341,7 +344,9 @@ class MaestroCore:
         levels = []
         for lamp in self.settings.lamps:
             pos = self.channels[lamp.channel].position
-            if lamp.mode == "output":
+            if lamp.mode == "none":
+                levels.append(0)
+            elif lamp.mode == "output":
                 levels.append(255 if pos >= 6000 else 0)
             elif lamp.mode == "pwm":
                 on, period = self.pwm
@@ -350,6 +355,28 @@ class MaestroCore:
                 frac = (pos / 4 - lamp.off_us) / (lamp.full_us - lamp.off_us) if pos else 0.0
                 levels.append(min(255, max(0, round(255 * frac))))
         return tuple(pulses), tuple(levels)
+
+
+def set_up_for(settings: MaestroConfig, rig: RigConfig) -> DeviceSettings:
+    """A Maestro set up the way `rig doctor` tells an operator to: servo channels' Min/Max covering the rig
+    file's limits and Go to park on startup or error, lamp channels in their modes and off on error, the
+    serial settings and timeout of the rig file's `controller:`."""
+    channels = [ChannelSettings() for _ in range(CHANNELS[settings.model])]
+    for s in rig.servos.values():
+        channels[s.channel] = ChannelSettings(min_q=4 * s.min, max_q=4 * s.max, home="goto", home_q=4 * s.park)
+    lamps: list[LampWiring] = []
+    for light in sorted(rig.lights.values(), key=lambda light: light.channel):
+        w = settings.lights[light.channel]
+        if w.mode == "output":
+            channels[w.channel] = ChannelSettings(mode="output", home="goto", home_q=0)
+        elif w.mode == "dimmer":
+            lo, hi = sorted((w.off_us, w.full_us))
+            channels[w.channel] = ChannelSettings(min_q=4 * lo, max_q=4 * hi, home="goto", home_q=4 * w.off_us)
+        while len(lamps) < light.channel:
+            lamps.append(LampWiring(0, "none"))  # a light index the rig file does not use
+        lamps.append(LampWiring(w.channel, w.mode, w.off_us, w.full_us))
+    return DeviceSettings(model=settings.model, device_number=settings.device_number, crc=settings.crc,
+                          timeout_s=settings.serial_timeout_s, channels=channels, lamps=lamps)
 
 
 class MaestroSimulator:
