@@ -399,11 +399,11 @@ def test_micro_maestro_sets_targets_one_by_one_and_lights_without_pwm() -> None:
                             lamps=[LampWiring(4, "dimmer"), LampWiring(5, "output")])
     lights = {0: MaestroLight(channel=4, mode="dimmer"), 1: MaestroLight(channel=5, mode="output")}
     with driven(device, model="micro6", lights=lights) as (maestro, ctl):
-        ctl.move({0: 1400, 1: 1600, 3: 1200}, 200)
+        ctl.move({0: 1400, 1: 1600, 2: 1200}, 200)  # a contiguous block: a Mini Maestro would take one 0x9F
         ctl.set_lights({0: 128, 1: 255})
         st = ctl.wait_idle(5)
-        assert st.positions == (1400, 1600, 1500, 1200) and st.lights == (128, 255) == maestro.physical()[1]
-        arrived = [maestro.core.arrivals[ch] for ch in (0, 1, 3)]
+        assert st.positions == (1400, 1600, 1200, 1500) and st.lights == (128, 255) == maestro.physical()[1]
+        arrived = [maestro.core.arrivals[ch] for ch in (0, 1, 2)]
         assert max(arrived) - min(arrived) <= 0.0101
 
 
