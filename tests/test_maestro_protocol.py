@@ -318,10 +318,12 @@ def test_serial_timeout_is_repaired_and_counted_as_a_restore() -> None:
 def test_a_maestro_reset_is_noticed_by_read_back_and_repaired() -> None:
     with driven() as (maestro, ctl):
         ctl.move({0: 1700}, 0)
+        ctl.set_lights({0: 80, 1: 120})
         ctl.wait_idle(5)
         maestro.power_cycle()  # on a UART nothing announces it: channel 0 is back at its startup 1500 us
         st = ctl.wait_idle(5)
         assert st.positions[0] == 1700 and st.restores == 1
+        assert st.lights == (80, 120) == maestro.physical()[1]  # the PWM lamp too, which has no read-back
 
 
 def test_a_servo_stopped_short_by_the_maestros_max_names_the_setting() -> None:

@@ -469,6 +469,8 @@ class Maestro:
                                 self.wire.name, stuck)
                     resent = True
                     self.restores += 1
+                    if self._levels:  # a reset also lost the lights, and the PWM output has no read-back
+                        self._send_lights(self._levels)
                     self._send_move({ch: self._targets[ch] for ch in stuck}, 0)
                 else:
                     ch, at = next(iter(stuck.items()))
