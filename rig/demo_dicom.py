@@ -68,7 +68,7 @@ def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROM
     ds.PatientID = patient_id
     ds.PatientName = "Phantom^Demo"  # a name is there, as in real files: the rig must never put it in a file name
     ds.Modality = "DX"
-    ds.set_pixel_data(np.ascontiguousarray(stored, np.uint16), photometric, bits_stored)
+    ds.set_pixel_data(np.ascontiguousarray(stored, np.uint16), photometric, bits_stored, generate_instance_uid=False)
     ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
     if rescale is not None:
         ds.RescaleSlope, ds.RescaleIntercept = rescale
@@ -81,8 +81,10 @@ def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROM
         item.add_new("LUTData", "OW", np.asarray(voi_lut.data, "<u2").tobytes())  # OW: a LUT too long for US
         item.LUTExplanation = "demo curve"
         ds.VOILUTSequence = DicomSequence([item])
-    if syntax != ExplicitVRLittleEndian:
-        ds.compress(syntax)
+    if syntax.is_compressed:
+        ds.compress(syntax)  # pydicom's own encoder for RLE Lossless; others need an encoder plugin
+    else:
+        meta.TransferSyntaxUID = syntax
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)

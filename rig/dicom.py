@@ -135,7 +135,7 @@ def _check_displayable(ds: Dataset, path: Path, max_pixels: int) -> None:
         raise ImageError(f"DICOM is not an image: {path} is a {sop.name} ({sop}); remove it from the manifest")
     if "PixelData" not in ds:
         size = path.stat().st_size
-        why = ("its image tags are there but the file ends before the pixel data: it is cut short; copy it "
+        why = ("it has image tags but ends before any pixel data: cut short, or exported without pixels; copy it "
                "again from the source") if "Rows" in ds else "not an image; remove it from the manifest"
         raise ImageError(f"DICOM has no pixel data: {path} ({size:,} bytes; {why})")
     frames = int(ds.get("NumberOfFrames") or 1)
