@@ -53,7 +53,8 @@ def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROM
     """Write one single-frame greyscale DICOM (Part 10) of `stored` (uint16 H x W), creating folders.
 
     `rescale` is (slope, intercept); `window` is (center, width) in the rescaled values; `syntax` is an
-    uncompressed transfer syntax or RLE Lossless. Missing UIDs are made up.
+    uncompressed transfer syntax, RLE Lossless, or one whose encoder plugin is installed (pyjpegls for
+    JPEG-LS). Missing UIDs are made up.
     """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class

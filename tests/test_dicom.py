@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.encaps import encapsulate
+from pydicom.pixels import pixel_array
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
     UID,
@@ -18,6 +19,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     HTJ2KLossless,
     ImplicitVRLittleEndian,
+    JPEGLSLossless,
     RLELossless,
 )
 
@@ -76,6 +78,7 @@ CASES = {  # name: (photometric, window, voi lut, rescale (slope, intercept), tr
     "mono1-voilut-rle": ("MONOCHROME1", None, lut_curve(), None, RLELossless),
     "mono2-rescale-window-rle": ("MONOCHROME2", (1500.0, 5000.0), None, (2.0, -1000.0), RLELossless),
     "mono1-own-range-implicit": ("MONOCHROME1", None, None, None, ImplicitVRLittleEndian),
+    "mono1-window-jpegls": ("MONOCHROME1", (2047.0, 3600.0), None, None, JPEGLSLossless),
 }
 
 
@@ -105,6 +108,13 @@ def test_dicom_display_matches_the_standards_windowing(tmp_path: Path, stored: n
     want = expected(stored, photometric, window, lut, rescale)
     assert same_picture(shown, want), f"{np.count_nonzero(shown != want)} pixels differ"
     assert int(shown.max()) - int(shown.min()) > 100  # a real tonal range, not a flat grey that equals itself
+
+
+def test_jpeg_family_decodes_through_pylibjpeg(tmp_path: Path, stored: np.ndarray) -> None:
+    """pylibjpeg-libjpeg is what users have for JPEG, JPEG Lossless and JPEG-LS files (pyjpegls only encodes
+    the test's file), so the file must decode through it, not only through whichever plugin pydicom tries first."""
+    path = write_dicom(tmp_path / "x.dcm", stored, syntax=JPEGLSLossless)
+    assert np.array_equal(pixel_array(path, decoding_plugin="pylibjpeg"), stored)
 
 
 def test_session_window_replaces_the_files_voi_lut(tmp_path: Path, stored: np.ndarray) -> None:
