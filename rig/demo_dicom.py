@@ -50,7 +50,7 @@ def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROM
                 syntax: UID = ExplicitVRLittleEndian, patient_id: str = "DEMO00001", study_uid: str | None = None,
                 series_uid: str | None = None, sop_uid: str | None = None,
                 sop_class: UID = DigitalXRayImageStorageForPresentation, bits_stored: int = BITS_STORED) -> Path:
-    """Write one single-frame greyscale DICOM (Part 10) of `stored` (uint16 H x W), creating folders.
+    """Write one greyscale DICOM (Part 10) of `stored` (uint16, H x W or frames x H x W), making folders.
 
     `rescale` is (slope, intercept); `window` is (center, width) in the rescaled values; `syntax` is an
     uncompressed transfer syntax, RLE Lossless, or one whose encoder plugin is installed (pyjpegls for
@@ -69,7 +69,7 @@ def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROM
     ds.PatientID = patient_id
     ds.PatientName = "Phantom^Demo"  # a name is there, as in real files: the rig must never put it in a file name
     ds.Modality = "DX"
-    ds.set_pixel_data(np.ascontiguousarray(stored, np.uint16), photometric, bits_stored, generate_instance_uid=False)
+    ds.set_pixel_data(np.ascontiguousarray(stored), photometric, bits_stored, generate_instance_uid=False)
     ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
     if rescale is not None:
         ds.RescaleSlope, ds.RescaleIntercept = rescale

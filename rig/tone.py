@@ -67,7 +67,12 @@ def display_wide(values: np.ndarray, window: Window | None = None) -> np.ndarray
         values = cv2.cvtColor(values, code)
     if values.dtype == np.uint8:
         return values
-    return to_display(linear_window(values, window or own_range(values)))
+    window = window or own_range(values)
+    if values.dtype == np.uint16:  # one entry per possible value, then a look-up: per pixel, the same result
+        table = to_display(linear_window(np.arange(2 ** 16), window))
+        levels: np.ndarray = table[values]
+        return levels
+    return to_display(linear_window(values, window))
 
 
 def read_wide_image(path: Path | str, window: Window | None = None,

@@ -110,6 +110,17 @@ def test_dicom_display_matches_the_standards_windowing(tmp_path: Path, stored: n
     assert int(shown.max()) - int(shown.min()) > 100  # a real tonal range, not a flat grey that equals itself
 
 
+def test_32bit_values_spanning_more_than_a_table(tmp_path: Path, stored: np.ndarray) -> None:
+    wide = stored.astype(np.uint32) * 50 + 70000  # 70000 .. 274750: a span no 16-bit table covers
+    path = write_dicom(tmp_path / "x.dcm", stored, photometric="MONOCHROME1", window=(170000.0, 150000.0))
+    ds = pydicom.dcmread(path)  # pydicom's set_pixel_data stops at 16 bits: the 32-bit tags by hand
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 32, 31
+    ds.PixelData = wide.astype("<u4").tobytes()
+    ds.save_as(path)
+    assert pydicom.dcmread(path).pixel_array.dtype == np.uint32
+    assert same_picture(read_dicom(path), expected(wide, "MONOCHROME1", (170000.0, 150000.0), None, None))
+
+
 def test_jpeg_family_decodes_through_pylibjpeg(tmp_path: Path, stored: np.ndarray) -> None:
     """pylibjpeg-libjpeg is what users have for JPEG, JPEG Lossless and JPEG-LS files (pyjpegls only encodes
     the test's file), so the file must decode through it, not only through whichever plugin pydicom tries first."""
