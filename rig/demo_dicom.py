@@ -83,7 +83,7 @@ def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROM
         item.LUTExplanation = "demo curve"
         ds.VOILUTSequence = DicomSequence([item])
     if syntax.is_compressed:
-        ds.compress(syntax)  # pydicom's own encoder for RLE Lossless; others need an encoder plugin
+        ds.compress(syntax, generate_instance_uid=False)  # RLE: pydicom itself; others: an encoder plugin
     else:
         meta.TransferSyntaxUID = syntax
     path = Path(path)

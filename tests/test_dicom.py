@@ -23,7 +23,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from rig.demo_dicom import VoiLut, phantom_12bit, write_dicom, write_dicom_demo
+from rig.demo_dicom import VoiLut, phantom_12bit, write_dicom
+from rig.demo_dicom import main as demo_main
 from rig.dicom import dicom_identity, is_dicom, read_dicom
 from rig.errors import ImageError, RigError
 from rig.images import DEFAULT_MAX_PIXELS
@@ -245,6 +246,8 @@ def test_identity_comes_from_tags_and_never_carries_the_name(tmp_path: Path, sto
     assert ident.columns() == {"PatientID": "MRN0042", "StudyInstanceUID": "1.2.3.4", "SeriesInstanceUID": "1.2.3.4.5",
                                "SOPInstanceUID": "1.2.3.4.5.6", "AccessionNumber": ""}
     assert "Phantom" not in repr(ident)  # write_dicom sets PatientName "Phantom^Demo"
+    rle = write_dicom(tmp_path / "rle.dcm", stored, sop_uid="1.2.3.4.5.7", syntax=RLELossless)
+    assert dicom_identity(rle).sop_instance_uid == "1.2.3.4.5.7"  # compressing keeps the image's identity
     odd = dicom_identity(write_dicom(tmp_path / "y.dcm", stored, patient_id="DOE^JOHN 1/2", study_uid="1.2.3"))
     assert odd.study_id.startswith("pid-") and "/" not in odd.study_id.removesuffix("/1.2.3")
     ds = pydicom.dcmread(path)
@@ -254,8 +257,11 @@ def test_identity_comes_from_tags_and_never_carries_the_name(tmp_path: Path, sto
         dicom_identity(path)
 
 
-def test_demo_dicom_set_is_a_chexpert_manifest_of_every_kind(tmp_path: Path) -> None:
-    csv_path = write_dicom_demo(tmp_path)
+def test_demo_dicom_set_is_a_chexpert_manifest_of_every_kind(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo_main([str(tmp_path)]) == 0
+    csv_path = tmp_path / "train.csv"
+    assert str(csv_path) in capsys.readouterr().out
     with csv_path.open(newline="") as f:
         paths = [row["Path"] for row in csv.DictReader(f)]
     rows = list(Manifest(csv_path, tmp_path, None).rows())
