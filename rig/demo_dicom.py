@@ -50,7 +50,7 @@ def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROM
                 syntax: UID = ExplicitVRLittleEndian, patient_id: str = "DEMO00001", study_uid: str | None = None,
                 series_uid: str | None = None, sop_uid: str | None = None,
                 sop_class: UID = DigitalXRayImageStorageForPresentation, bits_stored: int = BITS_STORED) -> Path:
-    """Write one greyscale DICOM (Part 10) of `stored` (uint16, H x W or frames x H x W), making folders.
+    """Write one greyscale DICOM (Part 10) of `stored` (uint16, or int16 for signed; H x W or frames x H x W).
 
     `rescale` is (slope, intercept); `window` is (center, width) in the rescaled values; `syntax` is an
     uncompressed transfer syntax, RLE Lossless, or one whose encoder plugin is installed (pyjpegls for

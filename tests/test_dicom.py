@@ -111,6 +111,13 @@ def test_dicom_display_matches_the_standards_windowing(tmp_path: Path, stored: n
     assert int(shown.max()) - int(shown.min()) > 100  # a real tonal range, not a flat grey that equals itself
 
 
+def test_signed_stored_values(tmp_path: Path, stored: np.ndarray) -> None:
+    signed = stored.astype(np.int16) - 2048  # PixelRepresentation 1: -2048 .. 2047
+    path = write_dicom(tmp_path / "x.dcm", signed, window=(-100.0, 3000.0), rescale=(0.5, 10.0), syntax=RLELossless)
+    assert pydicom.dcmread(path).PixelRepresentation == 1
+    assert same_picture(read_dicom(path), expected(signed, "MONOCHROME2", (-100.0, 3000.0), None, (0.5, 10.0)))
+
+
 def test_32bit_values_spanning_more_than_a_table(tmp_path: Path, stored: np.ndarray) -> None:
     wide = stored.astype(np.uint32) * 50 + 70000  # 70000 .. 274750: a span no 16-bit table covers
     path = write_dicom(tmp_path / "x.dcm", stored, photometric="MONOCHROME1", window=(170000.0, 150000.0))
