@@ -27,7 +27,6 @@ from pydicom.pixels.processing import apply_modality_lut, apply_voi, apply_windo
 from pydicom.uid import UID
 
 from rig.errors import ImageError
-from rig.images import DEFAULT_MAX_PIXELS
 from rig.tone import Window, linear_window, own_range, to_display
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
@@ -49,9 +48,10 @@ def is_dicom(path: Path | str) -> bool:
         return False
 
 
-def read_dicom(path: Path | str, window: Window | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_dicom(path: Path | str, window: Window | None, max_pixels: int) -> np.ndarray:
     """The radiograph as the monitor's 8-bit greyscale (H, W); `window` (center, width, in the modality's
-    units, e.g. after the rescale) replaces the file's own VOI. ImageError if it cannot be shown."""
+    units, e.g. after the rescale) replaces the file's own VOI; more than `max_pixels` (the session's
+    max_image_pixels) is refused before decoding. ImageError if it cannot be shown."""
     path = Path(path)
     ds = _open(path)
     _check_displayable(ds, path, max_pixels)

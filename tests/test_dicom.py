@@ -32,6 +32,7 @@ from rig.manifest import Manifest
 from rig.tone import read_wide_image
 
 H, W = 80, 96
+CAP = DEFAULT_MAX_PIXELS  # the session's max_image_pixels default
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_dicom_display_matches_the_standards_windowing(tmp_path: Path, stored: n
     path = write_dicom(tmp_path / "x.dcm", stored, photometric=photometric, window=window, voi_lut=lut,
                        rescale=rescale, syntax=syntax)
     assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == syntax
-    shown = read_dicom(path)
+    shown = read_dicom(path, None, CAP)
     assert shown.dtype == np.uint8 and shown.shape == (H, W)
     want = expected(stored, photometric, window, lut, rescale)
     assert same_picture(shown, want), f"{np.count_nonzero(shown != want)} pixels differ"
@@ -115,7 +116,8 @@ def test_signed_stored_values(tmp_path: Path, stored: np.ndarray) -> None:
     signed = stored.astype(np.int16) - 2048  # PixelRepresentation 1: -2048 .. 2047
     path = write_dicom(tmp_path / "x.dcm", signed, window=(-100.0, 3000.0), rescale=(0.5, 10.0), syntax=RLELossless)
     assert pydicom.dcmread(path).PixelRepresentation == 1
-    assert same_picture(read_dicom(path), expected(signed, "MONOCHROME2", (-100.0, 3000.0), None, (0.5, 10.0)))
+    want = expected(signed, "MONOCHROME2", (-100.0, 3000.0), None, (0.5, 10.0))
+    assert same_picture(read_dicom(path, None, CAP), want)
 
 
 def test_32bit_values_spanning_more_than_a_table(tmp_path: Path, stored: np.ndarray) -> None:
@@ -126,7 +128,7 @@ def test_32bit_values_spanning_more_than_a_table(tmp_path: Path, stored: np.ndar
     ds.PixelData = wide.astype("<u4").tobytes()
     ds.save_as(path)
     assert pydicom.dcmread(path).pixel_array.dtype == np.uint32
-    assert same_picture(read_dicom(path), expected(wide, "MONOCHROME1", (170000.0, 150000.0), None, None))
+    assert same_picture(read_dicom(path, None, CAP), expected(wide, "MONOCHROME1", (170000.0, 150000.0), None, None))
 
 
 def test_jpeg_family_decodes_through_pylibjpeg(tmp_path: Path, stored: np.ndarray) -> None:
@@ -139,7 +141,7 @@ def test_jpeg_family_decodes_through_pylibjpeg(tmp_path: Path, stored: np.ndarra
 def test_session_window_replaces_the_files_voi_lut(tmp_path: Path, stored: np.ndarray) -> None:
     path = write_dicom(tmp_path / "x.dcm", stored, photometric="MONOCHROME1", window=(100.0, 50.0),
                        voi_lut=lut_curve(), rescale=(1.0, -1024.0))
-    shown = read_dicom(path, window=(500.0, 2000.0))
+    shown = read_dicom(path, (500.0, 2000.0), CAP)
     assert same_picture(shown, on_monitor(dicom_linear(stored - 1024.0, 500.0, 2000.0), monochrome1=True))
 
 
@@ -147,7 +149,7 @@ def test_a_windows_ends_are_black_and_white(tmp_path: Path) -> None:
     """LINEAR maps c - 0.5 - (w-1)/2 to the bottom and c - 0.5 + (w-1)/2 to the top: 0 and 255, exactly."""
     ramp = np.tile(np.arange(1000, 1101, dtype=np.uint16), (4, 1))
     path = write_dicom(tmp_path / "ramp.dcm", ramp, window=(1050.5, 101.0))  # bottom 1000, top 1100
-    shown = read_dicom(path)
+    shown = read_dicom(path, None, CAP)
     assert shown[0, 0] == 0 and shown[0, -1] == 255 and shown[0, 50] in (127, 128)
     assert np.all(np.diff(shown[0].astype(int)) >= 0)
 
@@ -157,10 +159,10 @@ def test_16bit_png_and_tiff_get_the_same_treatment(tmp_path: Path, stored: np.nd
     wide = (stored * 16 + 7).astype(np.uint16)  # 16-bit values
     path = tmp_path / f"x{suffix}"
     assert cv2.imwrite(str(path), wide)
-    own = read_wide_image(path)
+    own = read_wide_image(path, None, CAP)
     lo, hi = float(wide.min()), float(wide.max())
     assert same_picture(own, on_monitor((wide - lo) / (hi - lo), monochrome1=False))
-    windowed = read_wide_image(path, window=(30000.0, 40001.0))
+    windowed = read_wide_image(path, (30000.0, 40001.0), CAP)
     assert same_picture(windowed, on_monitor(dicom_linear(wide.astype(np.float64), 30000.0, 40001.0), False))
 
 
@@ -168,15 +170,15 @@ def test_8bit_png_is_shown_as_stored(tmp_path: Path, stored: np.ndarray) -> None
     eight = (stored // 16).astype(np.uint8)
     path = tmp_path / "x.png"
     assert cv2.imwrite(str(path), eight)
-    assert np.array_equal(read_wide_image(path, window=(10.0, 20.0)), eight)
+    assert np.array_equal(read_wide_image(path, (10.0, 20.0), CAP), eight)
 
 
 # ---------------------------------------------------------------- bad input: one line, the file, what to do
 
 
-def refused(path: Path, match: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+def refused(path: Path, match: str, max_pixels: int = CAP) -> str:
     with pytest.raises(ImageError, match=match) as e:
-        read_dicom(path, max_pixels=max_pixels)
+        read_dicom(path, None, max_pixels)
     message = str(e.value)
     assert isinstance(e.value, ValueError) and isinstance(e.value, RigError)  # the engine fails the item
     assert str(path) in message and "\n" not in message
@@ -279,6 +281,6 @@ def test_demo_dicom_set_is_a_chexpert_manifest_of_every_kind(tmp_path: Path,
         ds = pydicom.dcmread(row.file)
         kinds |= {str(ds.PhotometricInterpretation), ds.file_meta.TransferSyntaxUID.name}
         kinds |= {"VOI LUT"} if "VOILUTSequence" in ds else set()
-        shown = read_dicom(row.file)
+        shown = read_dicom(row.file, None, CAP)
         assert shown.min() < 40 and shown.max() > 215, row.source
     assert {"MONOCHROME1", "MONOCHROME2", "VOI LUT", "RLE Lossless", "Explicit VR Little Endian"} <= kinds
