@@ -31,3 +31,11 @@ class CameraError(DeviceError):
 
 class CameraUnavailable(CameraError):
     """The camera cannot take more photos until an operator acts (store full, gone for good)."""
+
+
+class ImageError(RigError, ValueError):
+    """An image file that cannot be shown (one line: the file, why, what to do).
+
+    A ValueError too, because the engine fails an item whose image does not decode by catching ValueError
+    (rig/images.py raises that today): the item fails with this reason and the run goes on.
+    """
