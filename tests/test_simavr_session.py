@@ -30,6 +30,7 @@ def test_session_on_the_real_firmware_in_simavr(tmp_path: Path, phantoms: Path) 
         assert measured is not None, photo
         pulses, levels = measured
         for ch, us in json.loads(commanded).items():
-            assert abs(pulses[int(ch)] - us) <= PULSE_TOLERANCE_US, f"{photo}: servo {ch} at {pulses[int(ch)]} us, planned {us}"
+            assert abs(pulses[int(ch)] - us) <= PULSE_TOLERANCE_US, \
+                f"{photo}: servo {ch} at {pulses[int(ch)]} us, planned {us}"
         for ch, level in json.loads(lights).items():
             assert levels[int(ch)] == level, f"{photo}: light {ch} at duty {levels[int(ch)]}, planned {level}"
