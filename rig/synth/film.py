@@ -91,5 +91,5 @@ def _film(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) -
 register(Perturbation("film", "an x-ray film on a lightbox, photographed: density curve, base tint, uneven "
                       "light, film edge and curl, grain",
                       per_level(f"fog {_FOG[n]:g} D, margin {_MARGIN[n]:.0%}, curl {_CURL[n]:.1%}, grain {_GRAIN[n]:g}"
-                            for n in range(1, 5)),
+                                for n in range(1, 5)),
                       ("fog", "density_range", "margin", "curl", "falloff", "bands", "grain", "tint"), _film))

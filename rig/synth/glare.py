@@ -89,5 +89,5 @@ register(Perturbation("glare_matte", "diffuse glare of a lamp on a matte surface
                       ("x", "y", "sigma_px"), _glare_matte))
 register(Perturbation("glare_glossy", "specular glare of a window on glossy glass (bright soft-edged box)",
                       per_level(f"{10 * n}-{10 * n + 5}% of each side, opacity {150 + 20 * n}-{170 + 20 * n}/255"
-                            for n in range(1, 5)),
+                                for n in range(1, 5)),
                       ("x", "y", "width", "height", "opacity"), _glare_glossy))
