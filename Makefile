@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup host firmware tools clean
+.PHONY: demo test check setup host firmware tools clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ tools:
 
 test: $(STAMP) host firmware tools
 	$(BIN)/python -m pytest -q
+
+# Static checks: ruff (lint) on code and tests, strict mypy on the package (both configured in pyproject.toml).
+check: $(STAMP)
+	$(BIN)/ruff check rig tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf demo/run demo/export demo/data

@@ -201,7 +201,8 @@ def main() -> None:
         for name, fn in (("glare_matte", chexphoto_glare_matte), ("moire", chexphoto_moire)):
             base = rate(theirs(fn, data), args.seconds, least=1)
             mine = rate(ours((name,), data, None), args.seconds)
-            print(f"  CheXphoto's approach, {name}: {base:.2f} img/s; ours {mine:.1f} img/s: {mine / base:.1f}x faster per core")
+            print(f"  CheXphoto's approach, {name}: {base:.2f} img/s; "
+                  f"ours {mine:.1f} img/s: {mine / base:.1f}x faster per core")
     one, many = scaling(args.scaling_images, cores)
     print(f"\nscaling, --set photographic on {args.scaling_images} 320x390 images, warm pool: 1 worker "
           f"{one:.1f} img/s, {cores} workers {many:.1f} img/s: speed-up {many / one:.2f}x, "

@@ -13,10 +13,11 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -30,7 +31,7 @@ from rig.console import Notifier, RunView, duration, keys, live, plan_line
 from rig.errors import ConfigError, DeviceError, PlanChangedError, RigError
 from rig.manifest import Manifest
 from rig.plan import planned_conditions
-from rig.store import RunStore, manifest_digest
+from rig.store import PlannedCondition, RunStore, manifest_digest
 
 if TYPE_CHECKING:  # the engine is imported when a run starts, not for every command
     from rig.engine import Engine, Event
@@ -48,7 +49,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         return super()._get_help_string(action)
 
 
-def _command(sub: argparse._SubParsersAction, name: str, help: str, example: str) -> argparse.ArgumentParser:
+def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str,
+             example: str) -> argparse.ArgumentParser:
     """A sub-command whose --help says what it does, each argument's default, and one example."""
     return sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
                           formatter_class=_HelpFormatter)
@@ -80,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "environment")
     p.set_defaults(func=cmd_run)
 
-    p = _command(sub, "status", "planned / done / failed / pending, rate and ETA", "rig status sessions/demo.yaml --verify")
+    p = _command(sub, "status", "planned / done / failed / pending, rate and ETA",
+                 "rig status sessions/demo.yaml --verify")
     p.add_argument("session", type=Path, help=SESSION_HELP)
     p.add_argument("--verify", action="store_true",
                    help="rehash every file the run keeps against its recorded size and sha256 (exit 1 if any differ)")
@@ -188,6 +191,8 @@ def _run_lock(root: Path) -> Iterator[None]:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the ssh connection dropped
+# what signal.signal() takes and returns (typeshed's private signal._HANDLER)
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 @contextmanager
@@ -274,7 +279,7 @@ def _remove_output(output: Path, created: Path) -> None:
             return
 
 
-def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, conditions: list,
+def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, conditions: list[PlannedCondition],
                 digest: tuple[str, int]) -> int:
     from rig.engine import Engine
     from rig.rigs import open_devices
@@ -297,7 +302,9 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
         store = RunStore(session.output, checked=True)
     try:
         if resuming:
-            store.rebase_images(session.image_root or session.image_folder)  # the image folder may have moved
+            root = session.image_root or session.image_folder
+            assert root is not None  # a session has a CSV manifest (and so an image root) or an image folder
+            store.rebase_images(root)  # the image folder may have moved
         if resuming and args.replan:
             kept = store.replan(manifest, conditions, repeats)
             console.print(f"replanned: kept {kept} captures that still match the session file")
@@ -411,13 +418,11 @@ def _stop_engine(engine: Engine) -> None:
     else:
         engine.stop.set()
         say = "stopping after the current capture (Ctrl-C or q again to abandon it)"
-    try:
+    with contextlib.suppress(OSError):  # SIGHUP: the terminal is gone; stopping matters, telling cannot
         console.print(say)
-    except OSError:  # SIGHUP: the terminal is gone; stopping matters, telling cannot
-        pass
 
 
-def _install_stop_handlers(engine: Engine) -> dict[int, object]:
+def _install_stop_handlers(engine: Engine) -> dict[signal.Signals, SignalHandler]:
     return {sig: signal.signal(sig, lambda signum, frame: _stop_engine(engine)) for sig in STOP_SIGNALS}
 
 
@@ -427,7 +432,8 @@ def _install_stop_handlers(engine: Engine) -> dict[int, object]:
 def _existing_store(session_path: Path) -> tuple[Session, RunStore]:
     session = load_session(session_path)
     if not RunStore.exists(session.output):
-        raise ConfigError(f"{session_path}: no run at {session.output} yet; start it with: {rig_command()} run {session_path}")
+        raise ConfigError(f"{session_path}: no run at {session.output} yet; "
+                          f"start it with: {rig_command()} run {session_path}")
     return session, RunStore(session.output)
 
 
@@ -505,8 +511,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"{c.done}/{c.planned} done, "
         f"{c.failed} failed, {c.pending} pending")
     if c.pending:
-        console.print(f"[bold yellow]incomplete:[/] the run is not finished; resume it with: {rig_command()} run {args.session}, "
-                      "then export again", highlight=False)
+        console.print(f"[bold yellow]incomplete:[/] the run is not finished; "
+                      f"resume it with: {rig_command()} run {args.session}, then export again", highlight=False)
     elif c.failed:
         console.print(f"[bold yellow]incomplete:[/] {c.failed} item(s) failed for good; "
                       f"'{rig_command()} status {args.session}' lists why", highlight=False)

@@ -68,7 +68,8 @@ def move_seconds(rig: RigConfig, start: dict[int, int], end: dict[int, int]) -> 
     return max(rig.motion.move_ms / 1000, travel) + rig.motion.settle_ms / 1000
 
 
-def estimate_s(rig: RigConfig, conditions: Sequence[PlannedCondition], photos: int, camera: object) -> tuple[float, bool]:
+def estimate_s(rig: RigConfig, conditions: Sequence[PlannedCondition], photos: int,
+               camera: object) -> tuple[float, bool]:
     """Seconds for `photos` photos under `conditions` (plan order, starting from park); see seconds_per_photo."""
     per_photo, complete = seconds_per_photo(rig, camera)
     pose = {s.channel: s.park for s in rig.servos.values()}
@@ -262,9 +263,10 @@ def live(view: RunView, console: Console) -> Iterator[None]:
         return
     with Live(view, console=console, refresh_per_second=4, redirect_stdout=False, redirect_stderr=False):
         handlers = [h for h in logging.getLogger().handlers
-                    if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.__stderr__)]
+                    if isinstance(h, logging.StreamHandler)
+                    and getattr(h, "stream", None) in (sys.stderr, sys.__stderr__)]
         for h in handlers:
-            h.setStream(_ConsoleStream(console))  # type: ignore[arg-type]
+            h.setStream(_ConsoleStream(console))
         try:
             yield
         finally:

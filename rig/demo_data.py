@@ -91,7 +91,8 @@ def _make_grid(h: int, w: int, rng: np.random.Generator) -> _Grid:
 def _smooth(x: np.ndarray) -> np.ndarray:
     """Smoothstep of x clipped to 0..1, so organ edges are soft like real projections."""
     x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
+    smooth: np.ndarray = x * x * (3.0 - 2.0 * x)
+    return smooth
 
 
 def _ellipse(g: _Grid, cu: float, cv: float, au: float, av: float, soft: float = 0.08,
@@ -139,7 +140,7 @@ def _vessels(g: _Grid, shape: tuple[int, int], hila: list[tuple[float, float, fl
     return layer * fade
 
 
-def _branch(g: _Grid, curves: list, u: float, v: float, ang: float, length: float, thick: int,
+def _branch(g: _Grid, curves: list[tuple[np.ndarray, int]], u: float, v: float, ang: float, length: float, thick: int,
             rng: np.random.Generator, depth: int) -> None:
     """One wiggly vessel segment that splits in two, recursively, thinning as it goes."""
     steps = 5
@@ -274,7 +275,7 @@ def _lateral_bones(g: _Grid, body: np.ndarray, rng: np.random.Generator) -> np.n
     """Spine (fading caudally), oblique ribs, sternum and raised humeri, as added density."""
     shape = body.shape
     spine = cv2.GaussianBlur(_lateral_spine(g, rng), (0, 0), max(0.6, g.scale * 0.008))
-    bones = 0.07 * spine * (1.1 - 0.4 * np.clip(g.v, 0, 1.2))
+    bones: np.ndarray = 0.07 * spine * (1.1 - 0.4 * np.clip(g.v, 0, 1.2))
     t = np.linspace(0.0, 1.0, 16)
     curves = [(g.px(0.75 - 0.7 * t, -0.1 + i * 0.13 + 0.12 * t + 0.08 * t**2),
                max(1, int(g.scale * 0.04))) for i in range(10)]
@@ -296,7 +297,7 @@ def _render_lateral(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     front = -1.0 - 0.06 * np.sin(np.pi * np.clip(g.v, 0, 1.4) / 1.4) + 0.6 * _smooth(-g.v / 0.4)
     back = 1.05 - 0.15 * _smooth(-g.v / 0.5)
     body = _smooth((g.u - front) / 0.06) * _smooth((back - g.u) / 0.06)
-    img = 0.04 + body * (0.48 + 0.08 * np.sqrt(np.clip(1 - (g.u / 1.1) ** 2, 0, 1)))
+    img: np.ndarray = 0.04 + body * (0.48 + 0.08 * np.sqrt(np.clip(1 - (g.u / 1.1) ** 2, 0, 1)))
     shoulders = body * _smooth((0.3 - g.v) / 0.45)
     img += 0.1 * shoulders
 

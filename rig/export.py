@@ -334,7 +334,7 @@ def _write_masked(src: Path, c: dict[str, object], dst: Path, what: str) -> str:
         if qa.get("xray") is None:
             raise ConfigError(f"{src}: {what} was taken by an older rig that did not record where the x-ray is; "
                               "choose --photos full or registered for this run")
-        image = masked(image, np.array(qa["homography"], np.float64), tuple(qa["xray"]))  # type: ignore[arg-type]
+        image = masked(image, np.array(qa["homography"], np.float64), tuple(qa["xray"]))
     # (no homography: the session ran without fiducials; the photo shows no markers and stays as shot)
     ok, data = cv2.imencode(".png", image)
     if not ok:
@@ -357,7 +357,7 @@ def _write_card(store: RunStore, session: Session, partial: Path, counts: Counts
            JOIN conditions c ON c.condition_no = it.condition_no WHERE a.status = 'accepted' GROUP BY c.label"""))
     statuses = dict(store.db.execute("SELECT status, COUNT(*) FROM attempts GROUP BY status"))
     servos = {s.channel: name for name, s in session.rig.servos.items()}
-    lamps = {l.channel: name for name, l in session.rig.lights.items()}
+    lamps = {lamp.channel: name for name, lamp in session.rig.lights.items()}
     conditions = [{"label": c.label, "pose": c.pose, "lighting": c.lighting, "photos": per_condition.get(c.label, 0),
                    "pulses": {servos.get(ch, str(ch)): v for ch, v in c.targets.items()},
                    "lights": {lamps.get(ch, str(ch)): v for ch, v in c.lights.items()}}
@@ -392,7 +392,8 @@ def _checked(store: RunStore, rel: str, size: int | None, what: str) -> Path:
     if actual is None or (size is not None and actual != size):
         state = "is missing" if actual is None else f"has {actual} bytes, the run store says {size}"
         raise MissingPhoto(f"{src}: {what} {state}; nothing was exported; restore it from a backup "
-                           f"('{rig_command()} status {store.meta('session')} --verify' lists every missing or changed file)")
+                           f"('{rig_command()} status {store.meta('session')} --verify' "
+                           "lists every missing or changed file)")
     return src
 
 

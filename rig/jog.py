@@ -2,8 +2,9 @@
 
 A curses screen, so it works over ssh and in tmux. Pulses are read back from the controller after
 every key; angles are shown when the rig has a calibration. Saving a pose edits the rig file's
-`poses:` in place with a round-trip YAML editor, keeping the operator's comments and layout. Every exit (q, Ctrl-C, SIGTERM, a dropped ssh
-connection, a crash) parks the rig and turns its lights off (`rig.cli.cmd_jog`).
+`poses:` in place with a round-trip YAML editor, keeping the operator's comments and layout. Every exit
+(q, Ctrl-C, SIGTERM, a dropped ssh connection, a crash) parks the rig and turns its lights off
+(`rig.cli.cmd_jog`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Jog:
     def __init__(self, rig: RigConfig, rig_path: Path, motion: Motion, cal: CalibrationFile | None) -> None:
         self.rig, self.rig_path, self.motion, self.cal = rig, rig_path, motion, cal
         self.rows = [Row(n, s.channel, "servo", s.min, s.max) for n, s in rig.servos.items()]
-        self.rows += [Row(n, l.channel, "light", 0, 255) for n, l in rig.lights.items()]
+        self.rows += [Row(n, lamp.channel, "light", 0, 255) for n, lamp in rig.lights.items()]
         self.selected = 0
         self.step = 10
         self.message = "arrows: select and move  1-5: step  s: save pose  p: park  q: quit"

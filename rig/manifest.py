@@ -5,6 +5,7 @@ Rows are streamed, never all held as objects: the real CheXpert manifest has 223
 
 from __future__ import annotations
 
+import _csv  # the type csv.reader() returns (public name only in _csv)
 import csv
 import os
 import re
@@ -146,7 +147,7 @@ def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
     return f"{path}: contains bytes that are not UTF-8 ({e.reason}); save the manifest as UTF-8 CSV"
 
 
-def _records(reader: csv._reader, path: Path) -> Iterator[tuple[int, list[str]]]:
+def _records(reader: _csv.Reader, path: Path) -> Iterator[tuple[int, list[str]]]:
     """CSV records with the line each one starts on; a decoding or CSV error anywhere in the file
     (a field over the csv module's 128 KiB limit: an unterminated quote, a runaway line) becomes a
     one-line ConfigError naming the line where the failing record starts."""

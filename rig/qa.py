@@ -206,9 +206,10 @@ def detail_kept(area: np.ndarray, reference: np.ndarray) -> float:
     size = (max(3, round(w * f)), max(3, round(h * f)))
 
     def prep(img: np.ndarray) -> np.ndarray:
-        g = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        g: np.ndarray = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY).astype(np.float32)
         g = cv2.resize(g, size, interpolation=cv2.INTER_AREA)
-        return g - g.mean()
+        centred: np.ndarray = g - g.mean()
+        return centred
 
     a, b = prep(area), prep(reference)
     la, lb = cv2.Laplacian(a, cv2.CV_32F), cv2.Laplacian(b, cv2.CV_32F)

@@ -23,8 +23,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: plots are rendered to SVG only
 import matplotlib.pyplot as plt
-from jinja2 import Environment, PackageLoader
+from jinja2 import Environment, PackageLoader, Template
 from markupsafe import Markup
+from matplotlib.figure import Figure
 
 from rig import __version__
 from rig.calibration import calibration_path
@@ -132,8 +133,10 @@ def _attempts(store: RunStore) -> list[Attempt]:
            FROM attempts a LEFT JOIN items it ON it.seq = a.seq LEFT JOIN images im ON im.image_no = it.image_no
            LEFT JOIN conditions c ON c.condition_no = it.condition_no
            WHERE a.status != 'writing' ORDER BY a.attempt_id""")
-    return [Attempt(*row[:10], qa=json.loads(row[10]) if row[10] else {},
-                    timing=json.loads(row[11]) if row[11] else {}) for row in rows]
+    return [Attempt(attempt_id, status, reason, started_at, finished_at, photo, study_id, image_id, condition, rep,
+                    qa=json.loads(qa) if qa else {}, timing=json.loads(timing) if timing else {})
+            for (attempt_id, status, reason, started_at, finished_at, photo, study_id, image_id, condition, rep,
+                 qa, timing) in rows]
 
 
 def _summary(session: Session, store: RunStore, attempts: list[Attempt]) -> list[tuple[str, str]]:
@@ -213,7 +216,7 @@ def _make_thumb(photo: Path, out: Path) -> bool:
 # ---------------------------------------------------------------- plots
 
 
-def _svg(name: str, fig: plt.Figure) -> Markup:
+def _svg(name: str, fig: Figure) -> Markup:
     """The figure as inline SVG; ids salted by name so several SVGs on one page never share an id."""
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": name, "svg.fonttype": "none"}):
@@ -224,7 +227,7 @@ def _svg(name: str, fig: plt.Figure) -> Markup:
 
 
 def _qa_figure(attempts: list[Attempt], conditions: list[str], min_sharpness: float,
-               max_clipped: float) -> plt.Figure:
+               max_clipped: float) -> Figure:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     measures = [("sharpness", "sharpness (share of source detail)", min_sharpness),
                 ("margin_px", "margin (px from the photo's edge)", None),
@@ -249,7 +252,7 @@ def _qa_figure(attempts: list[Attempt], conditions: list[str], min_sharpness: fl
     return fig
 
 
-def _rate_figure(attempts: list[Attempt], pauses: list[tuple[float, float | None]]) -> plt.Figure:
+def _rate_figure(attempts: list[Attempt], pauses: list[tuple[float, float | None]]) -> Figure:
     fig, ax = plt.subplots(figsize=(12, 3.2))
     times = [(a.finished_at or a.started_at, a.status == "accepted") for a in attempts]
     if times:
@@ -277,7 +280,7 @@ def _rate_figure(attempts: list[Attempt], pauses: list[tuple[float, float | None
     return fig
 
 
-def _stages_figure(attempts: list[Attempt], max_bars: int = 300) -> plt.Figure:
+def _stages_figure(attempts: list[Attempt], max_bars: int = 300) -> Figure:
     fig, ax = plt.subplots(figsize=(12, 3.4))
     timed = [a for a in attempts if a.timing]
     per = max(1, -(-len(timed) // max_bars))  # attempts per bar: a long run is averaged, not overdrawn
@@ -298,7 +301,7 @@ def _stages_figure(attempts: list[Attempt], max_bars: int = 300) -> plt.Figure:
 # ---------------------------------------------------------------- page
 
 
-def _template():  # type: ignore[no-untyped-def]
+def _template() -> Template:
     env = Environment(loader=PackageLoader("rig", "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True)
     return env.get_template("report.html.j2")
 

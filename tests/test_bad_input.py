@@ -39,7 +39,7 @@ def test_malformed_yaml_names_the_line(tmp_path: Path, phantoms: Path) -> None:
     session = session_file(tmp_path, phantoms, rig_file(tmp_path))
     text = session.read_text().replace("repeats: 1", "repeats: [1")
     session.write_text(text)
-    line = text.splitlines().index(next(l for l in text.splitlines() if l.startswith("repeats"))) + 1
+    line = text.splitlines().index(next(t for t in text.splitlines() if t.startswith("repeats"))) + 1
     err = _refused(session, "invalid YAML")
     assert f"session.yaml:{line}" in err or f"session.yaml:{line + 1}" in err
 
@@ -52,7 +52,7 @@ def test_unknown_field_names_its_line_and_says_to_remove_it(tmp_path: Path, phan
 
 def test_missing_field_is_named(tmp_path: Path, phantoms: Path) -> None:
     session = session_file(tmp_path, phantoms, rig_file(tmp_path))
-    session.write_text("\n".join(l for l in session.read_text().splitlines() if not l.startswith("rig:")))
+    session.write_text("\n".join(t for t in session.read_text().splitlines() if not t.startswith("rig:")))
     _refused(session, "rig: missing field")
 
 
@@ -118,7 +118,7 @@ def test_a_manifest_without_images(tmp_path: Path, phantoms: Path) -> None:
 def _line_of(path: Path, text: str, start: int = 0) -> int:
     """1-based number of the first line at or after `start` that contains `text`."""
     lines = path.read_text().splitlines()
-    return next(i for i, l in enumerate(lines) if i >= start and text in l) + 1
+    return next(i for i, line in enumerate(lines) if i >= start and text in line) + 1
 
 
 def _one_line_error(result, code: int = 2) -> str:  # type: ignore[no-untyped-def]
@@ -289,7 +289,8 @@ def test_run_store_with_a_corrupt_last_page_is_one_line(tmp_path: Path, phantoms
     data[-4096:] = bytes(range(256)) * 16
     db.write_bytes(bytes(data))
     for command in ("run", "status"):
-        err = _one_line_error(run_rig(command, str(session), "--fast") if command == "run" else run_rig(command, str(session)))
+        err = _one_line_error(run_rig(command, str(session), "--fast") if command == "run"
+                              else run_rig(command, str(session)))
         assert "run.sqlite" in err, err
 
 
@@ -328,9 +329,9 @@ def test_repeated_failures_of_one_kind_are_summarised(tmp_path: Path, phantoms: 
         images[i].write_bytes(b"")
     result = run_rig("run", str(session_file(tmp_path, data, rig_file(tmp_path))), "--fast")
     assert result.returncode == 0, result.stderr
-    warnings = [l for l in result.stderr.splitlines() if "cannot be decoded" in l]
+    warnings = [line for line in result.stderr.splitlines() if "cannot be decoded" in line]
     assert len(warnings) <= 2, result.stderr  # the first one, then one counted summary
-    assert any("9" in l and "cannot be decoded" in l for l in warnings), result.stderr
+    assert any("9" in w and "cannot be decoded" in w for w in warnings), result.stderr
 
 
 def test_moved_image_folder_resumes_against_the_new_root(tmp_path: Path, phantoms: Path) -> None:

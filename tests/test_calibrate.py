@@ -70,7 +70,7 @@ def test_pulse_to_angle_fits_follow_the_true_joints(calibrated: tuple[Path, list
             if servo in ("camera_pan", "camera_tilt"):
                 truth.append(studio.camera_angles(tuple(p))[0 if servo == "camera_pan" else 1])
             else:
-                lamp = next(l for l in rig.sim.lights.values() if l.servo == servo)
+                lamp = next(light for light in rig.sim.lights.values() if light.servo == servo)
                 truth.append(lamp.deg_per_us * (us - lamp.zero_us))
         rms = float(np.sqrt(np.mean((fitted - np.array(truth)) ** 2)))
         print(f"\n{servo}: fit vs truth RMS {rms:.3f} deg over {rec.pulse_range} us ({rec.method})")
@@ -100,13 +100,15 @@ def test_range_finds_the_true_limits_of_a_framed_screen(calibrated: tuple[Path, 
         c = studio.screen_corners(tuple(p), rig.display.width, rig.display.height)
         return float(min(c[:, 0].min(), c[:, 1].min(), w - 1 - c[:, 0].max(), h - 1 - c[:, 1].max()))
 
+    def angle(servo: str, us: int) -> float:
+        channel = rig.servos[servo].channel
+        return studio.camera_angles(tuple(us if i == channel else 1500.0 for i in range(4)))[
+            0 if servo == "camera_pan" else 1]
+
     for servo in ("camera_pan", "camera_tilt"):
         s = rig.servos[servo]
         inside = [us for us in range(s.min, s.max + 1) if margin(servo, us) >= 25]
-        p_lo, p_hi = [float(s.park) for _ in range(4)], [float(s.park) for _ in range(4)]
-        angle = (lambda us: studio.camera_angles(tuple(us if i == s.channel else 1500.0 for i in range(4)))
-                 [0 if servo == "camera_pan" else 1])
-        true_lo, true_hi = sorted((angle(min(inside)), angle(max(inside))))
+        true_lo, true_hi = sorted((angle(servo, min(inside)), angle(servo, max(inside))))
         rec = cal.ranges[servo]
         print(f"\n{servo}: found {rec.min_deg:+.2f}..{rec.max_deg:+.2f} deg, true {true_lo:+.2f}..{true_hi:+.2f}")
         assert abs(rec.min_deg - true_lo) <= 0.5 and abs(rec.max_deg - true_hi) <= 0.5

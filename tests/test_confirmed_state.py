@@ -91,7 +91,7 @@ def test_photos_after_a_reset_with_a_lost_boot_banner_are_taken_at_the_planned_p
                              WHERE a.status = 'accepted'""").fetchall()
     assert done == 24 and len(rows) == 24
     wrong = []
-    for photo, commanded, lights, readback in rows:
+    for photo, commanded, lights, _readback in rows:
         seen = truth((run / photo).read_bytes())
         assert seen is not None
         pulses, levels = seen
@@ -101,7 +101,7 @@ def test_photos_after_a_reset_with_a_lost_boot_banner_are_taken_at_the_planned_p
                 any(levels[ch] != v for ch, v in want_lights.items()):
             wrong.append(f"{photo}: taken at pulses {pulses} lights {levels}, planned {targets} {want_lights}")
     assert not wrong, f"{len(wrong)} accepted photos were not taken as planned:\n" + "\n".join(wrong[:5])
-    for photo, commanded, lights, readback in rows:
+    for _photo, commanded, lights, readback in rows:
         # the stored readback is the confirmed one: what any controller reports, equal to the plan
         state = json.loads(readback)
         assert set(state) == {"positions", "lights"}

@@ -60,7 +60,8 @@ def tmux_run(slow_session: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     name = f"console-{uuid.uuid4().hex[:8]}"
     notes = tmp_path / "notes.txt"
     notify = f"echo $RIG_OUTCOME:$RIG_DONE:$RIG_PLANNED >> {shlex.quote(str(notes))}"
-    rig = f"{shlex.quote(sys.executable)} -m rig.cli run {shlex.quote(str(slow_session))} --notify {shlex.quote(notify)}"
+    rig = (f"{shlex.quote(sys.executable)} -m rig.cli run {shlex.quote(str(slow_session))} "
+           f"--notify {shlex.quote(notify)}")
     cmd = f"{rig}; echo rig exited with $?; echo tty mode: $(stty -a | grep -o -- '-\\?icanon'); read x"
     subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "220", "-y", "40", cmd], check=True, cwd=REPO)
     try:

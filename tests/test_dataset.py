@@ -161,7 +161,7 @@ def test_captures_csv_carries_the_capture_facts_after_the_chexpert_columns(
         assert (r["Pose"], r["Lighting"]) in conditions
         pulses = json.loads(r["Pulses"])
         assert pulses == {name: readback["positions"][s.channel] for name, s in rig.servos.items()}
-        assert json.loads(r["Lights"]) == {name: readback["lights"][l.channel] for name, l in rig.lights.items()}
+        assert json.loads(r["Lights"]) == {name: readback["lights"][lamp.channel] for name, lamp in rig.lights.items()}
         assert r["PanDeg"] == r["TiltDeg"] == ""  # this rig has no angle calibration
         assert r["CapturedAt"].endswith("Z") and r["CapturedAt"].startswith("20")
         from datetime import datetime

@@ -14,9 +14,9 @@ def test_times_above_the_protocol_cap_are_refused_with_their_line(tmp_path, key)
     rig = tmp_path / "rig.yaml"
     shutil.copy(REPO / "calibration" / "sim-rig.yaml", rig)
     text = rig.read_text()
-    line = next(n for n, l in enumerate(text.splitlines(), 1) if l.strip().startswith(f"{key}:"))
-    rig.write_text("\n".join(l.split(":")[0] + ": 3600001" if n == line else l
-                             for n, l in enumerate(text.splitlines(), 1)) + "\n")
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if t.strip().startswith(f"{key}:"))
+    rig.write_text("\n".join(t.split(":")[0] + ": 3600001" if n == line else t
+                             for n, t in enumerate(text.splitlines(), 1)) + "\n")
     with pytest.raises(RigError) as e:
         load_rig(rig)
     assert f":{line}" in str(e.value) and key in str(e.value), str(e.value)

@@ -8,6 +8,7 @@ the image folder) and a pause (a QA preset so strict that two items in a row fai
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import json
 import os
@@ -191,10 +192,8 @@ class Chromium:
                 return reply["result"]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(AssertionError, OSError):
             self.send("Browser.close")
-        except (AssertionError, OSError):
-            pass
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -241,7 +240,8 @@ def test_the_report_renders_in_headless_chromium(shot: Path, tmp_path: Path) -> 
         shot_png = browser.send("Page.captureScreenshot", session, format="png")["data"]
         full = browser.send("Page.getLayoutMetrics", session)["cssContentSize"]
         full_png = browser.send("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
-                                clip={"x": 0, "y": 0, "width": full["width"], "height": full["height"], "scale": 0.5})["data"]
+                                clip={"x": 0, "y": 0, "width": full["width"], "height": full["height"],
+                                      "scale": 0.5})["data"]
     finally:
         browser.close()
     ARTIFACTS.mkdir(exist_ok=True)

@@ -75,7 +75,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert "Traceback" not in result.stderr
@@ -171,8 +171,8 @@ def test_kill_9_mid_run_then_rerun_finishes_exactly_once(tmp_path: Path) -> None
     images = sorted(p for p in out.rglob("*") if p.is_file() and p.suffix == ".jpg")
     assert len(images) == len(ids)  # no duplicates
     assert not any(p.name.endswith(".tmp") for p in out.rglob("*")) and not (out / ".synth-tmp").exists()
-    lines = [json.loads(l) for l in journal.read_text().splitlines()]
-    assert sorted(l["id"] for l in lines if l["ok"]) == sorted(ids)  # each image journalled exactly once
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sorted(entry["id"] for entry in lines if entry["ok"]) == sorted(ids)  # each image journalled exactly once
     rows = read_csv(out / "film/moire/glare_glossy/level_4/train.csv")
     assert len(rows) == len({r["Path"] for r in rows}) == len(ids)
 

@@ -491,7 +491,8 @@ class GPhoto2Camera:
 
     def download(self, shot: Shot) -> Sequence[CameraFile]:
         """The shot's files byte for byte; deleted from the camera afterwards unless keep_on_camera."""
-        paths = [str(p) for p in shot.info.get("paths", [])]  # type: ignore[union-attr]
+        listed = shot.info.get("paths")  # a list[str] in every Shot this driver made (trigger)
+        paths = [str(p) for p in listed] if isinstance(listed, list) else []
         if not paths:
             raise CameraError(f"shot {shot.number} has no camera files")
         with self._lock:

@@ -14,7 +14,7 @@ import select
 import threading
 import tty
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 
 import serial
 
@@ -95,10 +95,8 @@ def _lines(buf: bytes) -> tuple[list[bytes], bytes]:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    try:
+    with suppress(BlockingIOError):  # nobody reading: like a UART with no host, bytes are lost
         os.write(fd, data)
-    except BlockingIOError:
-        pass  # nobody reading: like a UART with no host, bytes are lost
 
 
 def faulty_wiring(sim: SimConfig, port: str, power_cycle: Callable[[], None], stack: ExitStack) -> str:

@@ -10,7 +10,7 @@ CheXphoto's level-4 glare would cover the whole picture; at 2048 px its level-1 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +49,12 @@ SETS: dict[str, tuple[str, ...]] = {
     "digital": ("random-digital",),
     "photographic": ("glare_matte", "moire", "tilt"),
 }
+
+
+def per_level(texts: Iterable[str]) -> tuple[str, str, str, str]:
+    """Perturbation.levels from a generator: exactly one text per level (LEVELS), checked on import."""
+    one, two, three, four = texts
+    return one, two, three, four
 
 
 def register(p: Perturbation) -> Perturbation:
@@ -97,7 +103,8 @@ def image_rng(seed: int, image_id: str, chain: tuple[str, ...], level: int) -> n
 
 def scale(img: np.ndarray) -> float:
     """Image width relative to the 640 px that the pixel parameters are given for."""
-    return img.shape[1] / REFERENCE_WIDTH
+    width: int = img.shape[1]
+    return width / REFERENCE_WIDTH
 
 
 def row_blocks(h: int, w: int) -> list[slice]:

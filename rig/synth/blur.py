@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from rig.synth.base import Context, Params, Perturbation, register, scale
+from rig.synth.base import Context, Params, Perturbation, per_level, register, scale
 
 _SIGMA = {1: 1.5, 2: 3.0, 3: 6.0, 4: 10.0}  # CheXphoto's radii at 640 px wide
 _LENGTH = {1: 2, 2: 10, 3: 25, 4: 45}  # CheXphoto's motion kernel lengths at 640 px wide
@@ -36,7 +36,7 @@ def _motion(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context)
     return cv2.blur(img, (length, 1), borderType=cv2.BORDER_REFLECT), {"length_px": float(length)}
 
 
-register(Perturbation("blur", "out of focus: Gaussian blur", tuple(f"sigma {s:g} px @640" for s in _SIGMA.values()),
+register(Perturbation("blur", "out of focus: Gaussian blur", per_level(f"sigma {s:g} px @640" for s in _SIGMA.values()),
                       ("sigma_px",), _blur))
 register(Perturbation("motion", "camera shake: horizontal motion blur",
-                      tuple(f"{n} px @640" for n in _LENGTH.values()), ("length_px",), _motion))
+                      per_level(f"{n} px @640" for n in _LENGTH.values()), ("length_px",), _motion))

@@ -14,7 +14,7 @@ import math
 import cv2
 import numpy as np
 
-from rig.synth.base import Context, Params, Perturbation, register, row_blocks
+from rig.synth.base import Context, Params, Perturbation, per_level, register, row_blocks
 
 _FOG = {1: 0.10, 2: 0.18, 3: 0.26, 4: 0.35}  # base + fog density
 _FALLOFF = {1: 0.10, 2: 0.20, 3: 0.30, 4: 0.40}  # lightbox brightness lost at its corners
@@ -60,9 +60,10 @@ def _film(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) -
 
     film = cv2.LUT(grey, _transmittance_lut(fog, density_range))
     # Grain: clumps about two pixels wide, drawn at half resolution.
-    noise = rng.standard_normal(((h + 1) // 2, (w + 1) // 2), dtype=np.float32)
+    noise: np.ndarray = rng.standard_normal(((h + 1) // 2, (w + 1) // 2), dtype=np.float32)
     noise = cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
-    film = cv2.multiply(film, cv2.add(cv2.multiply(noise, grain * 1.4), 1.0))
+    # OpenCV takes a number as the second operand (a Scalar); its stubs only list arrays
+    film = cv2.multiply(film, cv2.add(cv2.multiply(noise, grain * 1.4), 1.0))  # type: ignore[call-overload]
     mx, my = _maps(h, w, margins, curl)
     seen = cv2.remap(film, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)
 
@@ -89,6 +90,6 @@ def _film(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) -
 
 register(Perturbation("film", "an x-ray film on a lightbox, photographed: density curve, base tint, uneven "
                       "light, film edge and curl, grain",
-                      tuple(f"fog {_FOG[n]:g} D, margin {_MARGIN[n]:.0%}, curl {_CURL[n]:.1%}, grain {_GRAIN[n]:g}"
-                            for n in range(1, 5)),
+                      per_level(f"fog {_FOG[n]:g} D, margin {_MARGIN[n]:.0%}, curl {_CURL[n]:.1%}, grain {_GRAIN[n]:g}"
+                                for n in range(1, 5)),
                       ("fog", "density_range", "margin", "curl", "falloff", "bands", "grain", "tint"), _film))

@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from rig.synth.base import Context, Params, Perturbation, register, scale
+from rig.synth.base import Context, Params, Perturbation, per_level, register, scale
 
 _TILT_DEG = {1: 10.0, 2: 20.0, 3: 30.0, 4: 40.0}  # largest angle between film plane and camera
 _FOCAL = 1.2  # focal length in image widths (a normal lens)
@@ -31,7 +31,8 @@ def tilt_homography(w: int, h: int, yaw_deg: float, pitch_deg: float) -> np.ndar
     p = hom @ corners
     x, y = p[0] / p[2] - cx, p[1] / p[2] - cy
     z = min((w / 2) / np.abs(x).max(), (h / 2) / np.abs(y).max())  # the largest scale that keeps it all in
-    return np.array([[z, 0, cx * (1 - z)], [0, z, cy * (1 - z)], [0, 0, 1]]) @ hom
+    fitted: np.ndarray = np.array([[z, 0, cx * (1 - z)], [0, z, cy * (1 - z)], [0, 0, 1]]) @ hom
+    return fitted
 
 
 def _tilt(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) -> tuple[np.ndarray, Params]:
@@ -63,11 +64,12 @@ def _translation(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Con
     dy = step * (1 if rng.integers(2) else -1)
     h, w = img.shape[:2]
     m = np.array([[1, 0, round(dx)], [0, 1, round(dy)]], np.float64)
-    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_NEAREST), {"dx_px": float(round(dx)), "dy_px": float(round(dy))}
+    return (cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_NEAREST),
+            {"dx_px": float(round(dx)), "dy_px": float(round(dy))})
 
 
 register(Perturbation("tilt", "photo taken at an angle: the picture plane turned in front of the camera, on black",
-                      tuple(f"{a / 2:g}-{a:g} deg" for a in _TILT_DEG.values()), ("yaw_deg", "pitch_deg"), _tilt))
+                      per_level(f"{a / 2:g}-{a:g} deg" for a in _TILT_DEG.values()), ("yaw_deg", "pitch_deg"), _tilt))
 register(Perturbation("rotation", "turned in plane on a grown black canvas",
                       ("+-5 deg", "+-10 deg", "+-15 deg", "+-20 deg"), ("angle_deg",), _rotation))
 register(Perturbation("translation", "shifted on black", ("20 px @640", "40 px", "60 px", "80 px"),

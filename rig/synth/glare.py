@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rig.synth.base import Context, Params, Perturbation, register, row_blocks, scale
+from rig.synth.base import Context, Params, Perturbation, per_level, register, row_blocks, scale
 
 
 def composite_white(img: np.ndarray, terms: list[tuple[np.ndarray, np.ndarray]], cap: float = 1.0) -> np.ndarray:
@@ -17,10 +17,11 @@ def composite_white(img: np.ndarray, terms: list[tuple[np.ndarray, np.ndarray]],
     mask never exists as a full float image."""
     out = np.empty_like(img)
     for rows in row_blocks(*img.shape[:2]):
-        alpha = None
+        alpha: np.ndarray | None = None
         for gy, gx in terms:
             a = np.multiply(gy[rows, None], gx[None, :])
             alpha = a if alpha is None else np.maximum(alpha, a, out=alpha)
+        assert alpha is not None, "composite_white needs at least one term"
         if cap < 1.0:
             np.minimum(alpha, np.float32(cap), out=alpha)
         f = img[rows].astype(np.float32)
@@ -84,9 +85,9 @@ def _glare_glossy(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Co
 
 
 register(Perturbation("glare_matte", "diffuse glare of a lamp on a matte surface (white Gaussian spot)",
-                      tuple(f"sigma {50 * n} px @640, opacity <= {150 + 20 * n}/255" for n in range(1, 5)),
+                      per_level(f"sigma {50 * n} px @640, opacity <= {150 + 20 * n}/255" for n in range(1, 5)),
                       ("x", "y", "sigma_px"), _glare_matte))
 register(Perturbation("glare_glossy", "specular glare of a window on glossy glass (bright soft-edged box)",
-                      tuple(f"{10 * n}-{10 * n + 5}% of each side, opacity {150 + 20 * n}-{170 + 20 * n}/255"
-                            for n in range(1, 5)),
+                      per_level(f"{10 * n}-{10 * n + 5}% of each side, opacity {150 + 20 * n}-{170 + 20 * n}/255"
+                                for n in range(1, 5)),
                       ("x", "y", "width", "height", "opacity"), _glare_glossy))

@@ -68,7 +68,7 @@ class Journal:
         self.done: dict[str, dict[str, float]] = {}  # image ID -> parameters
         self.failed: dict[str, str] = {}  # image ID -> reason (tried again on the next start)
         self._load()
-        self._f = open(self.path, "a", encoding="utf-8")
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (open for the journal's lifetime; close())
         self._synced = time.monotonic()
 
     def _load(self) -> None:

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from rig.synth.base import Context, Params, Perturbation, register, row_blocks, scale
+from rig.synth.base import Context, Params, Perturbation, per_level, register, row_blocks, scale
 
 # CheXphoto's gap between 1-px lines on the 2x canvas, and the lines' opacity.
 _GAP = {1: 20.0, 2: 4.5, 3: 2.5, 4: 1.0}
@@ -95,5 +95,6 @@ def _moire(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) 
 
 
 register(Perturbation("moire", "two converging line gratings beating with each other and the pixel grid",
-                      tuple(f"line period {(1 + g) / 2:g} px @<=640, opacity {_OPACITY[n]:g}" for n, g in _GAP.items()),
+                      per_level(f"line period {(1 + g) / 2:g} px @<=640, opacity {_OPACITY[n]:g}"
+                                for n, g in _GAP.items()),
                       ("period_px", "opacity", "angle_deg", "beat_px"), _moire))

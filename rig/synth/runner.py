@@ -3,6 +3,7 @@ pool (all cores by default) or a Dask cluster, journal each result, then write C
 
 from __future__ import annotations
 
+import _csv  # the type csv.writer() returns (public name only in _csv)
 import argparse
 import csv
 import hashlib
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -25,6 +27,9 @@ from rig.manifest import Manifest
 from rig.synth.base import LEVELS, SETS, chain_dir, parse_chain, registry
 from rig.synth.job import TMP_DIR, Item, Outcome, Spec, column_names, exit_with, output_rel, process_batch, split_of
 from rig.synth.journal import Journal, check_spec, write_text_atomically
+
+if TYPE_CHECKING:
+    from distributed import Client  # optional (rig[dask]): imported where a scheduler is used
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -85,7 +90,8 @@ def _check(args: argparse.Namespace) -> tuple[Spec, Manifest]:
     rig_path = None
     if "studio" in chain:
         if args.rig is None:
-            raise ConfigError("--rig: the studio perturbation needs a rig file (its poses and lighting); pass --rig FILE")
+            raise ConfigError("--rig: the studio perturbation needs a rig file (its poses and lighting); "
+                              "pass --rig FILE")
         if not args.rig.is_file():
             raise ConfigError(f"--rig: {args.rig} not found; fix the path")
         from rig.synth.studio import load_rig
@@ -144,7 +150,7 @@ def _run(args: argparse.Namespace, spec: Spec, manifest: Manifest, journal: Jour
                 progress.update(task, advance=1, rate=f"{rate:.1f} img/s", failed=failed_now)
     finally:
         if client is not None:
-            client.close()  # type: ignore[attr-defined]
+            client.close()
     journal.sync()
     shutil.rmtree(out / TMP_DIR, ignore_errors=True)
     if stop:
@@ -181,34 +187,36 @@ def _local(args: argparse.Namespace, spec: Spec, batches: Iterable[list[Item]]) 
         yield from _drain(lambda b: pool.submit(process_batch, spec, b), batches, 3 * n)
 
 
-def _connect(address: str) -> object:
+def _connect(address: str) -> Client:
     """A client of the Dask scheduler at `address`, or a one-line error (before any output is made)."""
     try:
         from distributed import Client
     except ImportError:
-        raise ConfigError("--scheduler: the Dask 'distributed' package is not installed; pip install 'rig[dask]'") from None
+        raise ConfigError("--scheduler: the Dask 'distributed' package is not installed; "
+                          "pip install 'rig[dask]'") from None
     try:
         return Client(address, timeout="15s")
     except (OSError, TimeoutError, ValueError) as e:
         raise ConfigError(f"--scheduler: cannot reach {address} ({e}); check the address") from None
 
 
-def _dask(client: object, spec: Spec, batches: Iterable[list[Item]]) -> Iterator[Outcome]:
+def _dask(client: Client, spec: Spec, batches: Iterable[list[Item]]) -> Iterator[Outcome]:
     """The same tasks on a Dask cluster; its workers read the inputs and write --out on a shared path."""
     from distributed import as_completed
 
-    window = 3 * max(1, sum(client.nthreads().values()))  # type: ignore[attr-defined]
+    window = 3 * max(1, sum(client.nthreads().values()))
     it = iter(batches)
-    running = as_completed([client.submit(process_batch, spec, b, pure=False)  # type: ignore[attr-defined]
+    running = as_completed([client.submit(process_batch, spec, b, pure=False)
                             for b in itertools.islice(it, window)])
     for fut in running:
         yield from fut.result()
         nxt = next(it, None)
         if nxt is not None:
-            running.add(client.submit(process_batch, spec, nxt, pure=False))  # type: ignore[attr-defined]
+            running.add(client.submit(process_batch, spec, nxt, pure=False))
 
 
-def _drain(submit: Callable[[list[Item]], Future], batches: Iterable[list[Item]], window: int) -> Iterator[Outcome]:
+def _drain(submit: Callable[[list[Item]], Future[list[Outcome]]], batches: Iterable[list[Item]],
+           window: int) -> Iterator[Outcome]:
     """Keep `window` tasks in flight; yield outcomes as tasks finish, in any order (the outputs do not
     depend on it)."""
     it = iter(batches)
@@ -232,7 +240,7 @@ def write_csvs(spec: Spec, manifest: Manifest, journal: Journal) -> list[Path]:
     extra = sorted({k for params in journal.done.values() for k in params} - set(declared))
     params_cols = declared + extra
     header = ["Path", *manifest.label_columns, "Perturbation", "Level", "Seed", *params_cols]
-    buffers: dict[str, tuple[io.StringIO, object]] = {}
+    buffers: dict[str, tuple[io.StringIO, _csv.Writer]] = {}
     for row in manifest.rows():
         params = journal.done.get(row.image_id)
         if params is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -17,16 +18,19 @@ import numpy as np
 from rig.errors import ConfigError
 from rig.synth.base import Context, Params, Perturbation, register
 
+if TYPE_CHECKING:
+    from rig.config import RigConfig
+
 
 @lru_cache(maxsize=4)
-def load_rig(path: str) -> object:
+def load_rig(path: str) -> RigConfig:
     """The rig file with its poses in pulses, loaded once per process."""
     from rig.config import load_rig_for_run
 
     return load_rig_for_run(Path(path))
 
 
-def envelope(rig: object) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
+def envelope(rig: RigConfig) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
     """Per servo and per light: the (lowest, highest) value any named pose or lighting preset uses."""
     servos = {name: (float(min(p[name] for p in rig.poses.values() if name in p)),
                      float(max(p[name] for p in rig.poses.values() if name in p)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from rig.synth.base import Context, Params, Perturbation, register
+from rig.synth.base import Apply, Context, Params, Perturbation, per_level, register
 
 _X = np.arange(256, dtype=np.float64)
 
@@ -44,14 +44,14 @@ def _contrast_lut(factor: float, mean: int) -> np.ndarray:
     return _lut(mean + (_X - mean) * factor)  # blend with the mean grey
 
 
-def _brightness(up: bool):
+def _brightness(up: bool) -> Apply:
     def apply(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) -> tuple[np.ndarray, Params]:
         factor = _factor(level, rng, up, 0.2, 0.4)
         return cv2.LUT(img, _brightness_lut(factor)), {"factor": factor}
     return apply
 
 
-def _contrast(up: bool):
+def _contrast(up: bool) -> Apply:
     def apply(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) -> tuple[np.ndarray, Params]:
         factor = _factor(level, rng, up, 0.2, 0.4)
         return cv2.LUT(img, _contrast_lut(factor, _grey_mean(img))), {"factor": factor}
@@ -90,6 +90,6 @@ register(Perturbation("contrast_down", "squeeze towards the mean grey", _DOWN, (
 register(Perturbation("random-digital", "contrast up or down, then brightness up or down (coin flips)",
                       ("contrast/brightness x1.1 or /1.2", "x1.4 or /1.8", "x1.6 or /2.2", "x1.8 or /2.6"),
                       ("contrast_factor", "brightness_factor"), _random_digital))
-register(Perturbation("exposure", "sigmoid tone curve about mid-grey", tuple(f"gain {g:g}" for g in _GAIN.values()),
+register(Perturbation("exposure", "sigmoid tone curve about mid-grey", per_level(f"gain {g:g}" for g in _GAIN.values()),
                       ("gain", "cutoff"), _exposure))
 register(Perturbation("identity", "unchanged (re-encoded)", ("-", "-", "-", "-"), (), _identity))
