@@ -195,7 +195,7 @@ def test_plan_change_refusal_counts_the_captures_replan_keeps(tmp_path: Path, ph
     (png_claiming(60000, 60000), "60000x60000"),
 ])
 def test_undecodable_image_raises_value_error_with_its_reason(tmp_path: Path, content: bytes, reason: str) -> None:
-    from rig.display import prepare
+    from rig.images import prepare
 
     image = tmp_path / "bad.png"
     image.write_bytes(content)
@@ -204,7 +204,7 @@ def test_undecodable_image_raises_value_error_with_its_reason(tmp_path: Path, co
 
 
 def test_image_over_the_pixel_cap_is_refused_before_decoding(tmp_path: Path, phantoms: Path) -> None:
-    from rig.display import prepare
+    from rig.images import prepare
 
     image = _image_files(phantoms)[0]
     prepare(image, 480, 384, max_pixels=10_000_000)

@@ -135,7 +135,7 @@ def write_atomically(out: str, rel: str, data: bytes) -> None:
 def process(spec: Spec, item: Item) -> Outcome:
     _configure()
     try:
-        img = decode_image(item.file, cv2.IMREAD_GRAYSCALE)
+        img = decode_image(item.file, "gray")
     except ValueError as e:
         return Outcome(item.image_id, False, reason=str(e))
     try:
