@@ -38,7 +38,8 @@ from rig.fiducials import draw_fiducials, fiducial_layout
 from rig.images import Prepared, prepare
 from rig.qa import Expected, PhotoQA, Verdict, decode_photo
 from rig.rigs import Devices
-from rig.store import REASON_KIND, Capture, Item, PlannedCondition, RunStore
+from rig.plan import PlannedCondition
+from rig.store import REASON_KIND, Capture, Item, RunStore
 
 log = logging.getLogger(__name__)
 

@@ -336,14 +336,14 @@ def test_repeated_failures_of_one_kind_are_summarised(tmp_path: Path, phantoms: 
 def test_moved_image_folder_resumes_against_the_new_root(tmp_path: Path, phantoms: Path) -> None:
     from rig.config import load_session
     from rig.manifest import Manifest
-    from rig.plan import planned_conditions
+    from rig.plan import Plan
     from rig.store import RunStore
 
     data = _copy_data(phantoms, tmp_path)
     session = session_file(tmp_path, data, rig_file(tmp_path))
     loaded = load_session(session)
-    RunStore.create(loaded.output, loaded.path, Manifest(loaded.manifest_csv, loaded.image_root, None),
-                    planned_conditions(loaded), 1).close()  # a run planned, nothing taken yet
+    RunStore.create(loaded.output, loaded.path,
+                    Plan.of(loaded, Manifest(loaded.manifest_csv, loaded.image_root, None))).close()  # planned, none taken
     moved = tmp_path / "moved"
     data.rename(moved)
     session_file(tmp_path, moved, rig_file(tmp_path))
