@@ -30,8 +30,8 @@ from rig.config import Session, load_session
 from rig.console import Notifier, RunView, duration, keys, live, plan_line
 from rig.errors import ConfigError, DeviceError, PlanChangedError, RigError
 from rig.manifest import Manifest
-from rig.plan import planned_conditions
-from rig.store import PlannedCondition, RunStore, manifest_digest
+from rig.plan import Plan, manifest_digest
+from rig.store import RunStore
 
 if TYPE_CHECKING:  # the engine is imported when a run starts, not for every command
     from rig.engine import Engine, Event
@@ -234,9 +234,10 @@ def _warn(text: str) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     session = load_session(args.session)
     manifest = _manifest(session)
-    conditions = planned_conditions(session)
+    plan = Plan.of(session, manifest)
     digest = manifest_digest(manifest)  # reads every row: a bad manifest stops here, before any device moves
-    items = digest[1] * len(conditions) * session.config.repeats
+    conditions = plan.conditions
+    items = digest[1] * len(conditions) * plan.repeats
     if items > session.config.max_items:
         raise ConfigError(f"{args.session}: the plan would have {items} items ({digest[1]} images x "
                           f"{len(conditions)} conditions x {session.config.repeats} repeats), more than "
@@ -247,7 +248,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     created = _make_output(args.session, session.output)
     try:
         with _run_lock(session.output):  # before any device is touched: a second run must not talk to them
-            return _run_locked(args, session, manifest, conditions, digest)
+            return _run_locked(args, session, plan, digest)
     except BaseException:  # any end, Ctrl-C included: clean up, then let it through unchanged
         if created and not RunStore.exists(session.output):
             _remove_output(session.output, created)  # nothing written for a run that never started
@@ -279,17 +280,16 @@ def _remove_output(output: Path, created: Path) -> None:
             return
 
 
-def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, conditions: list[PlannedCondition],
-                digest: tuple[str, int]) -> int:
+def _run_locked(args: argparse.Namespace, session: Session, plan: Plan, digest: tuple[str, int]) -> int:
     from rig.engine import Engine
     from rig.rigs import open_devices
 
-    repeats = session.config.repeats
+    repeats = plan.repeats
     resuming = RunStore.exists(session.output)
     if resuming:
         existing = RunStore(session.output)
-        changes = existing.plan_differences(digest, manifest, conditions, repeats)
-        kept = existing.kept_by_replan(manifest, conditions, repeats) if changes and not args.replan else 0
+        changes = existing.plan_differences(digest, plan)
+        kept = existing.kept_by_replan(plan) if changes and not args.replan else 0
         existing.close()
         if changes and not args.replan:
             raise PlanChangedError(
@@ -297,7 +297,7 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
                 f"pass --replan to keep the {kept} done captures that still match, or set a new 'output:'")
     # The plan is built before any device opens: a long build stays stoppable (SDL takes over signals).
     if not resuming:
-        store = RunStore.create(session.output, session.path, manifest, conditions, repeats)
+        store = RunStore.create(session.output, session.path, plan)
     else:
         store = RunStore(session.output, checked=True)
     try:
@@ -306,7 +306,7 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
             assert root is not None  # a session has a CSV manifest (and so an image root) or an image folder
             store.rebase_images(root)  # the image folder may have moved
         if resuming and args.replan:
-            kept = store.replan(manifest, conditions, repeats)
+            kept = store.replan(plan)
             console.print(f"replanned: kept {kept} captures that still match the session file")
         store.record_context(calibration.capture_context(session.rig, session.rig_path))
         recovered = store.recover()
@@ -324,7 +324,7 @@ def _run_locked(args: argparse.Namespace, session: Session, manifest: Manifest, 
                 (session.output / "photos").rmdir()
         raise
     try:
-        console.print(plan_line(session.rig, conditions, digest[1], repeats, store.counts(), devices.camera,
+        console.print(plan_line(session.rig, plan.conditions, digest[1], repeats, store.counts(), devices.camera,
                                 store.recent_rate(), resuming), highlight=False)
         return _run_engine(Engine, session, store, devices, args.notifier)
     finally:

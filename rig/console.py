@@ -31,7 +31,8 @@ from rich.table import Table
 from rich.text import Text
 
 from rig.config import RigConfig
-from rig.store import Counts, PlannedCondition
+from rig.plan import PlannedCondition
+from rig.store import Counts
 
 if TYPE_CHECKING:  # the engine pulls in OpenCV; `rig status` needs only duration()
     from rig.engine import Event

@@ -40,7 +40,8 @@ from rig import calibration
 from rig.command import rig_command
 from rig.config import Session
 from rig.errors import ConfigError, RigError
-from rig.store import Counts, RunStore, _fsync_dir
+from rig.files import fsync_dir
+from rig.store import Counts, RunStore
 
 INFO = "export.json"
 CARD = "README.md"
@@ -145,7 +146,7 @@ def _swap(partial: Path, out: Path) -> None:
     if out.exists():
         os.replace(out, old)
     os.replace(partial, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     if old.exists():
         os.replace(old, trash)
         shutil.rmtree(trash, ignore_errors=True)  # what a failure leaves, the next export removes
@@ -166,7 +167,7 @@ def _recover(out: Path) -> None:
     if old.exists() and not trash.exists():
         os.replace(old, trash)
         shutil.rmtree(trash, ignore_errors=True)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     for leftover in (partial, old, trash):
         if leftover.exists():
             raise ConfigError(f"{leftover}: left by an interrupted export and cannot be removed; "
@@ -361,7 +362,7 @@ def _write_card(store: RunStore, session: Session, partial: Path, counts: Counts
     conditions = [{"label": c.label, "pose": c.pose, "lighting": c.lighting, "photos": per_condition.get(c.label, 0),
                    "pulses": {servos.get(ch, str(ch)): v for ch, v in c.targets.items()},
                    "lights": {lamps.get(ch, str(ch)): v for ch, v in c.lights.items()}}
-                  for c in store._conditions().values()]
+                  for c in store.conditions().values()]
     created = float(store.meta("created") or 0)
     text = env.get_template("dataset_card.md.j2").render(
         version=rig.__version__, session=str(session.path), run=str(store.root),

@@ -1,39 +1,164 @@
-"""Decoding image files safely: the one place that turns a file into pixels, for `rig run` and `rig synth`.
+"""Image files to pixels, and pixels to a letterboxed frame: the one place that reads a source image,
+for `rig run` (the presenter's frames) and `rig synth`.
+
+Decoding goes through a registry of decoders, each found by the file's magic bytes (or, failing that,
+its suffix): OpenCV's for JPEG, PNG (8- and 16-bit), BMP and TIFF today; another format (DICOM, with
+its windowing) plugs in with one `DECODERS.register(...)`. Every decoder returns 8-bit pixels.
 
 The size in the file's header is checked against a pixel cap before anything is decoded (a tiny file can
-claim 60000x60000 and OpenCV would raise, or allocate gigabytes), and whatever the decoder raises becomes
+claim 60000x60000 and OpenCV would raise, or allocate gigabytes), and whatever a decoder raises becomes
 a ValueError with the reason, so one bad image fails its own item and never the run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import imagesize
 import numpy as np
 
+from rig.manifest import inside_root
+
 DEFAULT_MAX_PIXELS = 100_000_000  # the session's `max_image_pixels` default
+HEAD_BYTES = 132  # enough for every magic: DICOM's "DICM" sits at offset 128
+
+Mode = Literal["color", "gray"]  # color: 8-bit, 3 channels in OpenCV's BGR order; gray: 8-bit, one channel
 
 
-def decode_image(path: Path | str, flags: int = cv2.IMREAD_COLOR, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The decoded image (OpenCV's channel order); ValueError with the reason if it cannot be had."""
+@dataclass(frozen=True)
+class Decoder:
+    """One image format: how to recognise a file, read its size cheaply, and decode it."""
+
+    name: str
+    suffixes: tuple[str, ...]  # lower case, with the dot
+    magics: tuple[tuple[int, bytes], ...]  # (offset, bytes) any of which marks the format
+    size: Callable[[Path], tuple[int, int]]  # width, height from the header alone; (-1, -1) if none
+    decode: Callable[[Path, Mode], np.ndarray | None]  # None or an exception: cannot be decoded
+
+    def recognises(self, head: bytes) -> bool:
+        return any(head[offset:offset + len(magic)] == magic for offset, magic in self.magics)
+
+
+@dataclass
+class DecoderRegistry:
+    """The decoders `decode_image` chooses from: by magic bytes first, by suffix if no magic matches."""
+
+    decoders: list[Decoder] = field(default_factory=list)
+
+    def register(self, decoder: Decoder) -> None:
+        self.decoders.append(decoder)
+
+    def suffixes(self) -> set[str]:
+        """Every suffix some decoder reads (what an image folder's scan may pick up)."""
+        return {s for d in self.decoders for s in d.suffixes}
+
+    def decoder_for(self, path: Path, head: bytes) -> Decoder | None:
+        by_magic = next((d for d in self.decoders if d.recognises(head)), None)
+        return by_magic or next((d for d in self.decoders if path.suffix.lower() in d.suffixes), None)
+
+
+_OPENCV_FLAGS: dict[Mode, int] = {"color": cv2.IMREAD_COLOR, "gray": cv2.IMREAD_GRAYSCALE}
+
+
+def _opencv_size(path: Path) -> tuple[int, int]:
+    w, h = imagesize.get(path)
+    return int(w), int(h)
+
+
+def _opencv_decode(path: Path, mode: Mode) -> np.ndarray | None:
+    """8-bit whatever the file's depth: IMREAD_COLOR / IMREAD_GRAYSCALE scale 16-bit samples down."""
+    image: np.ndarray | None = cv2.imdecode(np.fromfile(path, np.uint8), _OPENCV_FLAGS[mode])
+    return image
+
+
+OPENCV = Decoder(
+    name="OpenCV", suffixes=(".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"),
+    magics=((0, b"\xff\xd8\xff"), (0, b"\x89PNG\r\n\x1a\n"), (0, b"BM"), (0, b"II*\x00"), (0, b"MM\x00*")),
+    size=_opencv_size, decode=_opencv_decode)
+
+DECODERS = DecoderRegistry([OPENCV])
+
+
+def decode_image(path: Path | str, mode: Mode = "color", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 registry: DecoderRegistry = DECODERS) -> np.ndarray:
+    """The decoded 8-bit image; ValueError with the reason if it cannot be had."""
     path = Path(path)
     try:
-        w, h = imagesize.get(path)
-        empty = path.stat().st_size == 0
-    except Exception as e:  # a damaged header (imagesize may raise anything), a file gone meanwhile
+        with path.open("rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError as e:  # a file gone or unreadable meanwhile
+        raise ValueError(f"image cannot be decoded: {path} (unreadable header: {e})") from None
+    if not head:
+        raise ValueError(f"image cannot be decoded: {path} (an empty file)")
+    decoder = registry.decoder_for(path, head)
+    if decoder is None:
+        known = " ".join(sorted(registry.suffixes()))
+        raise ValueError(f"image cannot be decoded: {path} (no decoder knows this format; known: {known})")
+    try:
+        w, h = decoder.size(path)
+    except Exception as e:  # a damaged header (imagesize may raise anything)
         raise ValueError(f"image cannot be decoded: {path} (unreadable header: {e})") from None
     if w <= 0 or h <= 0:
-        raise ValueError(f"image cannot be decoded: {path} ({'an empty file' if empty else 'no image header found'})")
+        raise ValueError(f"image cannot be decoded: {path} (no image header found)")
     if w * h > max_pixels:
         raise ValueError(f"image cannot be decoded: {path} is {w}x{h} ({w * h:,} pixels), over max_image_pixels "
-                         f"{max_pixels:,} (a decompression bomb?); raise 'max_image_pixels' in the session if it is real")
+                         f"{max_pixels:,} (a decompression bomb?); "
+                         "raise 'max_image_pixels' in the session if it is real")
     try:
-        image = cv2.imdecode(np.fromfile(path, np.uint8), flags)
+        image = decoder.decode(path, mode)
     except Exception as e:  # cv2.error, MemoryError, ...: whatever the decoder raises fails this image only
         detail = (str(e).strip().splitlines() or [type(e).__name__])[-1]
         raise ValueError(f"image cannot be decoded: {path} ({detail})") from None
     if image is None:
         raise ValueError(f"image cannot be decoded: {path} (the decoder returned nothing)")
     return image
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A frame ready to show: the letterboxed canvas and where the x-ray sits on it."""
+
+    canvas: np.ndarray
+    xray: tuple[int, int, int, int]  # x, y, width, height on the screen, px
+    source_size: tuple[int, int]  # the source image's width, height
+
+
+def letterbox_rect(w: int, h: int, width: int, height: int, band: int = 0) -> tuple[int, int, int, int]:
+    """Where a w x h image lands when fitted between bands of `band` px at the left and right edges."""
+    inner = width - 2 * band
+    scale = min(inner / w, height / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    return band + (inner - nw) // 2, (height - nh) // 2, nw, nh
+
+
+def _letterbox(image: np.ndarray, width: int, height: int, band: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Scale to fit between the fiducial bands keeping the aspect ratio, centred on black (RGB)."""
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    h, w = image.shape[:2]
+    x0, y0, nw, nh = letterbox_rect(w, h, width, height, band)
+    interp = cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR
+    canvas = np.zeros((height, width, 3), np.uint8)
+    canvas[y0:y0 + nh, x0:x0 + nw] = cv2.resize(image, (nw, nh), interpolation=interp)
+    return canvas, (x0, y0, nw, nh)
+
+
+def prepare(path: Path | str, width: int, height: int, root: Path | None = None, band: int = 0,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
+    """Decode an image file and letterbox it; a file that cannot be shown raises ValueError with the reason.
+    With `root`, a file that a symbolic link takes outside the image root is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image not found: {path}")
+    if root is not None and not inside_root(path, root):
+        raise ValueError(f"image path leaves the image root through a link: {path}")
+    image = decode_image(path, "color", max_pixels)
+    try:
+        canvas, rect = _letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), width, height, band)
+    except Exception as e:  # cv2.error, MemoryError: this image fails, never the run
+        raise ValueError(f"image cannot be shown: {path} ({type(e).__name__}: {e})") from None
+    return Prepared(canvas, rect, (image.shape[1], image.shape[0]))

@@ -1,14 +1,48 @@
-"""Session -> planned conditions in motion-friendly order; the store expands them into items.
+"""The plan: a frozen value saying what a session will capture, which the run store persists.
 
-Item order is condition-major: every repeat of every image under one condition, then the next
-condition. Conditions that share a pose are kept next to each other, so a session of C conditions
-moves the camera arm at most C times, however many images it has.
+A Plan is its conditions (labels with resolved servo targets and light levels) times the manifest's
+images times `repeats`. Item order is condition-major: every repeat of every image under one
+condition, then the next condition. Conditions that share a pose are kept next to each other, so a
+session of C conditions moves the camera arm at most C times, however many images it has.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
+
 from rig.config import Session
-from rig.store import PlannedCondition
+from rig.manifest import Manifest, ManifestRow
+
+
+@dataclass(frozen=True)
+class PlannedCondition:
+    """A condition as planned: its label plus the resolved servo targets and light levels."""
+
+    label: str
+    pose: str
+    lighting: str
+    targets: dict[int, int]
+    lights: dict[int, int]
+
+    def key(self) -> str:
+        """What makes two conditions the same capture: a changed key is a changed plan."""
+        return json.dumps([self.label, self.pose, self.lighting, sorted(self.targets.items()),
+                           sorted(self.lights.items())])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """conditions x the manifest's images x repeats; the manifest is read row by row, never held."""
+
+    manifest: Manifest
+    conditions: tuple[PlannedCondition, ...]
+    repeats: int
+
+    @classmethod
+    def of(cls, session: Session, manifest: Manifest) -> Plan:
+        return cls(manifest, tuple(planned_conditions(session)), session.config.repeats)
 
 
 def planned_conditions(session: Session) -> list[PlannedCondition]:
@@ -18,3 +52,23 @@ def planned_conditions(session: Session) -> list[PlannedCondition]:
                 for c in session.config.conditions]
     pose_order = list(dict.fromkeys(c.pose for c in resolved))
     return sorted(resolved, key=lambda c: pose_order.index(c.pose))
+
+
+def digest_row(h: hashlib._Hash, row: ManifestRow) -> None:
+    """Feed one manifest row's identity, source path and labels to a running manifest digest."""
+    h.update("\x1e".join((row.image_id, row.source, *row.labels)).encode() + b"\x1d")
+
+
+def new_manifest_digest(manifest: Manifest) -> hashlib._Hash:
+    """A manifest digest before any row: it starts from the label columns."""
+    return hashlib.sha256("\x1f".join(manifest.label_columns).encode())
+
+
+def manifest_digest(manifest: Manifest) -> tuple[str, int]:
+    """Hash of every row's identity, source path and labels, plus the row count."""
+    h = new_manifest_digest(manifest)
+    n = 0
+    for row in manifest.rows():
+        digest_row(h, row)
+        n += 1
+    return h.hexdigest(), n

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from rig.config import QAConfig
-from rig.display import CORNER_IDS, DIGITS, MARKER_DICT, FiducialLayout, digits_frame_id
+from rig.fiducials import CORNER_IDS, DIGITS, MARKER_DICT, FiducialLayout, digits_frame_id
 
 _CLIP_LEVEL = 250
 SHARPNESS_SIZE = 192  # sharpness compares photo and source at this many px across the x-ray's long side

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from matplotlib.figure import Figure
 from rig import __version__
 from rig.calibration import calibration_path
 from rig.config import Session
+from rig.files import atomic_write
 from rig.store import RunStore
 
 REPORT_NAME = "report.html"
@@ -79,7 +79,7 @@ def write_report(session: Session, store: RunStore) -> Path:
     attempts = _attempts(store)
     accepted = [a for a in attempts if a.status == "accepted"]
     not_accepted = [a for a in attempts if a.status in ("rejected", "failed", "lost", "interrupted")]
-    conditions = [c.label for c in store._conditions().values()]
+    conditions = [c.label for c in store.conditions().values()]
 
     sheets = []
     for label in conditions:
@@ -117,9 +117,7 @@ def write_report(session: Session, store: RunStore) -> Path:
         max_thumbs=MAX_THUMBS,
     )
     out = root / REPORT_NAME
-    tmp = out.with_name(f".{REPORT_NAME}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write(out, page)
     return out
 
 
@@ -141,7 +139,7 @@ def _attempts(store: RunStore) -> list[Attempt]:
 
 def _summary(session: Session, store: RunStore, attempts: list[Attempt]) -> list[tuple[str, str]]:
     images = int(store.meta("manifest_rows") or 0)
-    n_cond = len(store._conditions())
+    n_cond = len(store.conditions())
     repeats = int(store.meta("repeats") or 1)
     cal = calibration_path(session.rig_path)
     if cal.is_file():
@@ -167,7 +165,7 @@ def _summary(session: Session, store: RunStore, attempts: list[Attempt]) -> list
 
 def _condition_rows(store: RunStore, accepted: list[Attempt], others: list[Attempt]) -> list[dict[str, object]]:
     rows = []
-    for cond in store._conditions().values():
+    for cond in store.conditions().values():
         rows.append({"label": cond.label, "pose": cond.pose, "lighting": cond.lighting,
                      "accepted": sum(a.condition == cond.label for a in accepted),
                      "not_accepted": sum(a.condition == cond.label for a in others)})
@@ -205,11 +203,11 @@ def _make_thumb(photo: Path, out: Path) -> bool:
         return False
     h, w = img.shape[:2]
     img = cv2.resize(img, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA)
-    out.parent.mkdir(exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.jpg")
-    if not cv2.imwrite(str(tmp), img, [cv2.IMWRITE_JPEG_QUALITY, 80]):
+    ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    if not ok:
         return False
-    os.replace(tmp, out)
+    out.parent.mkdir(exist_ok=True)
+    atomic_write(out, jpeg.tobytes())
     return True
 
 

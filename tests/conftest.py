@@ -92,7 +92,8 @@ def photos_show_their_sources(run: Path, rig_path: Path) -> int:
     import numpy as np
 
     from rig.config import load_rig
-    from rig.display import fiducial_layout, prepare
+    from rig.fiducials import fiducial_layout
+    from rig.images import prepare
     from rig.sim.studio import Studio
 
     rig = load_rig(rig_path)

@@ -195,7 +195,7 @@ def test_plan_change_refusal_counts_the_captures_replan_keeps(tmp_path: Path, ph
     (png_claiming(60000, 60000), "60000x60000"),
 ])
 def test_undecodable_image_raises_value_error_with_its_reason(tmp_path: Path, content: bytes, reason: str) -> None:
-    from rig.display import prepare
+    from rig.images import prepare
 
     image = tmp_path / "bad.png"
     image.write_bytes(content)
@@ -204,7 +204,7 @@ def test_undecodable_image_raises_value_error_with_its_reason(tmp_path: Path, co
 
 
 def test_image_over_the_pixel_cap_is_refused_before_decoding(tmp_path: Path, phantoms: Path) -> None:
-    from rig.display import prepare
+    from rig.images import prepare
 
     image = _image_files(phantoms)[0]
     prepare(image, 480, 384, max_pixels=10_000_000)
@@ -337,14 +337,14 @@ def test_repeated_failures_of_one_kind_are_summarised(tmp_path: Path, phantoms: 
 def test_moved_image_folder_resumes_against_the_new_root(tmp_path: Path, phantoms: Path) -> None:
     from rig.config import load_session
     from rig.manifest import Manifest
-    from rig.plan import planned_conditions
+    from rig.plan import Plan
     from rig.store import RunStore
 
     data = _copy_data(phantoms, tmp_path)
     session = session_file(tmp_path, data, rig_file(tmp_path))
     loaded = load_session(session)
-    RunStore.create(loaded.output, loaded.path, Manifest(loaded.manifest_csv, loaded.image_root, None),
-                    planned_conditions(loaded), 1).close()  # a run planned, nothing taken yet
+    RunStore.create(loaded.output, loaded.path,
+                    Plan.of(loaded, Manifest(loaded.manifest_csv, loaded.image_root, None))).close()  # planned, none taken
     moved = tmp_path / "moved"
     data.rename(moved)
     session_file(tmp_path, moved, rig_file(tmp_path))

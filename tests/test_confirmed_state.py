@@ -22,7 +22,7 @@ from rig.devices.rigctl import RigController
 from rig.display import Display
 from rig.engine import Engine
 from rig.manifest import Manifest
-from rig.plan import planned_conditions
+from rig.plan import Plan
 from rig.rigs import Devices
 from rig.sim.avr import AvrSimulator
 from rig.sim.camera import SimCamera, truth
@@ -65,8 +65,8 @@ def _run_with_lost_boot_banner(tmp_path: Path, phantoms: Path, kind: str) -> tup
         camera.open()
         stack.callback(camera.close)
         devices = Devices(motion, camera, display, stack, ctl.physical)
-        store = RunStore.create(session.output, session.path, Manifest(session.manifest_csv, session.image_root, None),
-                                planned_conditions(session), 1)
+        store = RunStore.create(session.output, session.path,
+                                Plan.of(session, Manifest(session.manifest_csv, session.image_root, None)))
         reader = RunStore(session.output)
         try:
             result = Engine(session, store, reader, devices).run()

@@ -72,7 +72,7 @@ def _marker_mask(studio: object, layout: object, pulses: tuple[float, ...], shap
 def test_masked_export_leaves_no_marker_pixel_and_keeps_the_xray_as_shot(
         tmp_path: Path, run_with_rejects: tuple[Path, Path, Path]) -> None:
     from rig.config import load_rig
-    from rig.display import fiducial_layout
+    from rig.fiducials import fiducial_layout
     from rig.sim.camera import truth
     from rig.sim.studio import Studio
 
@@ -115,7 +115,7 @@ def _xray_quad(studio: object, layout: object, rig: object, pulses: tuple[float,
     """Ground truth: where the letterboxed x-ray of this row's source lands in the photo."""
     import imagesize
 
-    from rig.display import letterbox_rect
+    from rig.images import letterbox_rect
 
     with sqlite3.connect(run / "run.sqlite") as db:
         file = db.execute("SELECT file FROM images WHERE source = ?", (row["Source"],)).fetchone()[0]

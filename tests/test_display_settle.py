@@ -10,7 +10,7 @@ from conftest import rig_file, session_file
 from rig.config import load_session
 from rig.engine import Engine
 from rig.manifest import Manifest
-from rig.plan import planned_conditions
+from rig.plan import Plan
 from rig.rigs import open_devices
 from rig.store import RunStore
 
@@ -18,8 +18,8 @@ from rig.store import RunStore
 def test_trigger_comes_settle_frames_after_the_flip(tmp_path: Path, phantoms: Path) -> None:
     rig = rig_file(tmp_path, display={"settle_frames": 2, "refresh_hz": 60.0}, sim={"download_s": 0.05})
     session = load_session(session_file(tmp_path, phantoms, rig))
-    store = RunStore.create(session.output, session.path, Manifest(session.manifest_csv, session.image_root, None),
-                            planned_conditions(session), 1)
+    store = RunStore.create(session.output, session.path,
+                            Plan.of(session, Manifest(session.manifest_csv, session.image_root, None)))
     devices = open_devices(session.rig, session.rig_path)  # not fast: the display really waits its frames
     gaps: list[float] = []
     trigger = devices.camera.trigger

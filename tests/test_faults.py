@@ -12,14 +12,14 @@ from conftest import REPO, RIG_BIN, export_table, rig_file, run_rig, session_fil
 
 DISK_FULL_AFTER = """
 import errno, sys
-import rig.store as store
-real, calls = store._write_atomically, [0]
+import rig.store.writes as writes
+real, calls = writes.write_photo_file, [0]
 def failing(final, data):
     calls[0] += 1
     if calls[0] > {n}:
         raise OSError(errno.ENOSPC, "No space left on device", str(final))
     return real(final, data)
-store._write_atomically = failing
+writes.write_photo_file = failing
 from rig.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -19,7 +19,7 @@ import pytest
 from conftest import rig_file
 
 from rig.config import QAConfig, RigConfig, load_rig
-from rig.display import (
+from rig.fiducials import (
     CORNER_IDS,
     DIGIT_BASE,
     DIGITS,
@@ -28,8 +28,8 @@ from rig.display import (
     fiducial_layout,
     frame_id_digits,
     marker_image,
-    prepare,
 )
+from rig.images import prepare
 from rig.qa import Expected, PhotoQA
 from rig.sim.studio import Scene, Studio
 

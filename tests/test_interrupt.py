@@ -15,7 +15,7 @@ from conftest import REPO, RIG_BIN, rig_file, run_rig, session_file
 from rig.config import load_session
 from rig.engine import Engine
 from rig.manifest import Manifest
-from rig.plan import planned_conditions
+from rig.plan import Plan
 from rig.rigs import open_devices
 from rig.store import RunStore
 
@@ -51,8 +51,8 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path, phantoms: P
 
 def test_a_stopped_run_leaves_the_rig_dark_and_parked(tmp_path: Path, phantoms: Path) -> None:
     session = load_session(session_file(tmp_path, phantoms, rig_file(tmp_path), repeats=3))
-    store = RunStore.create(session.output, session.path, Manifest(session.manifest_csv, session.image_root, None),
-                            planned_conditions(session), 3)
+    store = RunStore.create(session.output, session.path,
+                            Plan.of(session, Manifest(session.manifest_csv, session.image_root, None)))
     devices = open_devices(session.rig, session.rig_path, fast=True)
     reader = RunStore(session.output)
     captured: list[str] = []

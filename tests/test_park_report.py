@@ -16,7 +16,7 @@ from rig.console import Notifier
 from rig.devices import Shot
 from rig.engine import Engine
 from rig.manifest import Manifest
-from rig.plan import planned_conditions
+from rig.plan import Plan
 from rig.rigs import open_devices
 from rig.store import RunStore
 
@@ -43,8 +43,8 @@ class UnplugAfter:
 def test_parked_is_not_claimed_when_the_controller_port_is_closed(
         tmp_path: Path, phantoms: Path, capsys: pytest.CaptureFixture[str]) -> None:
     session = load_session(session_file(tmp_path, phantoms, rig_file(tmp_path)))
-    store = RunStore.create(session.output, session.path, Manifest(session.manifest_csv, session.image_root, None),
-                            planned_conditions(session), 1)
+    store = RunStore.create(session.output, session.path,
+                            Plan.of(session, Manifest(session.manifest_csv, session.image_root, None)))
     devices = open_devices(session.rig, session.rig_path, fast=True)
     devices.camera = UnplugAfter(3, devices.camera, devices.motion.link.port)  # type: ignore[attr-defined]
     try:

@@ -13,7 +13,8 @@ import pytest
 from conftest import rig_file, run_rig, session_file
 
 from rig.config import load_rig
-from rig.display import fiducial_layout, prepare
+from rig.fiducials import fiducial_layout
+from rig.images import prepare
 from rig.sim.studio import Studio
 
 

@@ -13,14 +13,14 @@ from conftest import rig_file, session_file
 from rig.config import load_session
 from rig.devices import CameraFile
 from rig.manifest import Manifest
-from rig.plan import planned_conditions
+from rig.plan import Plan
 from rig.store import Capture, RunStore
 
 
 def test_every_file_of_a_raw_plus_jpeg_shot_is_written_and_hashed(tmp_path: Path, phantoms: Path) -> None:
     session = load_session(session_file(tmp_path, phantoms, rig_file(tmp_path)))
-    store = RunStore.create(session.output, session.path, Manifest(session.manifest_csv, session.image_root, None),
-                            planned_conditions(session), 1)
+    store = RunStore.create(session.output, session.path,
+                            Plan.of(session, Manifest(session.manifest_csv, session.image_root, None)))
     item = store.pending_after(-1, 1)[0]
     jpeg, raw = b"\xff\xd8 a jpeg \xff\xd9", bytes(range(256)) * 64
     photo = store.commit_photo(item, Capture(item.seq, time.time(), {0: 1500}, {}, {0: 10}),

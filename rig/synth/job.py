@@ -11,11 +11,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
 
+from rig.files import atomic_write
 from rig.images import decode_image
 from rig.synth.base import Context, chain_dir, image_rng, registry
 
@@ -117,25 +118,17 @@ def encode(img: np.ndarray) -> bytes:
 
 
 def write_atomically(out: str, rel: str, data: bytes) -> None:
-    """Temp file, fsync, rename: the final path holds the whole image or nothing."""
-    final = os.path.join(out, rel)
-    tmp = os.path.join(out, TMP_DIR, f"{os.getpid()}-{uuid.uuid4().hex}.jpg")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    os.replace(tmp, final)
+    """The final path holds the whole image or nothing, also after a power cut (the journal line that
+    follows must never name an image whose rename was lost). The temp file lives in TMP_DIR, which
+    every start empties, so a kill leaves no stray file in the output tree."""
+    tmp = Path(out, TMP_DIR, f"{os.getpid()}-{uuid.uuid4().hex}.jpg")
+    atomic_write(Path(out, rel), data, make_dirs=True, tmp=tmp)
 
 
 def process(spec: Spec, item: Item) -> Outcome:
     _configure()
     try:
-        img = decode_image(item.file, cv2.IMREAD_GRAYSCALE)
+        img = decode_image(item.file, "gray")
     except ValueError as e:
         return Outcome(item.image_id, False, reason=str(e))
     try:

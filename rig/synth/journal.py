@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from rig.errors import ConfigError
+from rig.files import atomic_write
 
 SPEC_FILE = "synth.json"
 JOURNAL_FILE = "synth-journal.jsonl"
@@ -37,21 +38,13 @@ def check_spec(out: Path, spec: dict[str, object]) -> bool:
             raise ConfigError(f"{out}: this output was made by a different command ({'; '.join(changed)}); "
                               f"rerun the original command to finish it, or use a new --out")
         return True
-    write_text_atomically(path, json.dumps(spec, indent=1, sort_keys=True) + "\n")
+    atomic_write(path, json.dumps(spec, indent=1, sort_keys=True) + "\n",
+                 tmp=path.with_name(f".{path.name}.{os.getpid()}.tmp"))  # before the lock: one temp per process
     return False
 
 
 def _show(v: object) -> str:
     return ",".join(map(str, v)) if isinstance(v, list) else str(v)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Journal:

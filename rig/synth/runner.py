@@ -23,10 +23,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rig.errors import ConfigError, RigError
+from rig.files import atomic_write
 from rig.manifest import Manifest
 from rig.synth.base import LEVELS, SETS, chain_dir, parse_chain, registry
 from rig.synth.job import TMP_DIR, Item, Outcome, Spec, column_names, exit_with, output_rel, process_batch, split_of
-from rig.synth.journal import Journal, check_spec, write_text_atomically
+from rig.synth.journal import Journal, check_spec
 
 if TYPE_CHECKING:
     from distributed import Client  # optional (rig[dask]): imported where a scheduler is used
@@ -259,6 +260,6 @@ def write_csvs(spec: Spec, manifest: Manifest, journal: Journal) -> list[Path]:
     for split, (buf, _) in sorted(buffers.items()):
         path = out / chain_dir(spec.chain) / f"level_{spec.level}" / f"{split}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
         paths.append(path)
     return paths

@@ -42,7 +42,7 @@ def envelope(rig: RigConfig) -> tuple[dict[str, tuple[float, float]], dict[str, 
 
 
 def _studio(img: np.ndarray, level: int, rng: np.random.Generator, ctx: Context) -> tuple[np.ndarray, Params]:
-    from rig.display import letterbox_rect
+    from rig.images import letterbox_rect
     from rig.sim.studio import Scene, Studio
 
     if ctx.rig_path is None:

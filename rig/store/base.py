@@ -1,0 +1,62 @@
+"""The open store every part shares: its folder, its one writable connection, transactions, meta.
+
+Only one thread writes; readers open their own RunStore.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rig.errors import ConfigError
+from rig.store.schema import DB_NAME, SCHEMA_VERSION, UPGRADES, checked_schema, let_signals_in
+
+
+class StoreBase:
+    """One run's database and photo tree, opened (and upgraded if it is older) but nothing more."""
+
+    def __init__(self, root: Path, checked: bool = False) -> None:
+        """Open a run store; `checked`: this process already opened it once, skip the full-file scan."""
+        self.root = root
+        self.photos = root / "photos"
+        schema = checked_schema(root / DB_NAME, scan=not checked)  # read-only first: a refused file stays untouched
+        if schema not in (SCHEMA_VERSION, *UPGRADES):
+            raise ConfigError(f"{root}: this run store has schema {schema}, this rig writes schema {SCHEMA_VERSION}; "
+                              "finish it with the rig version that started it, or set a new 'output:'")
+        self.db = sqlite3.connect(root / DB_NAME, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            self.db.set_progress_handler(let_signals_in, 100_000)  # a long --replan stays stoppable
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not lose a committed capture
+            while schema in UPGRADES:  # a run started by the previous rig version: add what this one records
+                with self.transaction():
+                    for stmt in UPGRADES[schema]:
+                        self.db.execute(stmt)
+                    schema = self.meta("schema")
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise ConfigError(f"{root / DB_NAME}: not a readable run store ({e}); restore it from a backup "
+                              "or set a new 'output:'") from None
+
+    @staticmethod
+    def exists(root: Path) -> bool:
+        return (root / DB_NAME).is_file()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None

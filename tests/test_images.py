@@ -1,0 +1,73 @@
+"""The decoder registry: formats found by their bytes, 16-bit sources shown as 8-bit, and a new format
+plugged in with one registration (the seam a DICOM decoder uses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import png_claiming
+
+from rig.images import DECODERS, OPENCV, Decoder, DecoderRegistry, Mode, decode_image, prepare
+
+
+def test_sixteen_bit_png_decodes_to_its_eight_bit_high_byte(tmp_path: Path) -> None:
+    ramp = (np.arange(256 * 64, dtype=np.uint32).reshape(64, 256) * 4).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    assert cv2.imwrite(str(path), ramp)
+    gray = decode_image(path, "gray")
+    assert gray.dtype == np.uint8 and gray.shape == ramp.shape
+    assert np.abs(gray.astype(int) - (ramp >> 8)).max() <= 1
+    assert prepare(path, 320, 200).canvas.dtype == np.uint8
+
+
+def test_a_file_is_decoded_by_its_magic_bytes_not_its_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "really_a_png.jpg"
+    assert cv2.imwrite(str(tmp_path / "x.png"), np.full((8, 12), 200, np.uint8))
+    path.write_bytes((tmp_path / "x.png").read_bytes())
+    assert DECODERS.decoder_for(path, path.read_bytes()[:132]) is OPENCV
+    assert decode_image(path, "gray").shape == (8, 12)
+
+
+def test_unknown_format_names_the_known_suffixes(tmp_path: Path) -> None:
+    path = tmp_path / "scan.xyz"
+    path.write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match=r"scan.xyz \(no decoder knows this format; known: .*\.png"):
+        decode_image(path)
+
+
+def _toy_registry() -> DecoderRegistry:
+    """A format of its own: 'TOY!' then width and height bytes, then gray pixels."""
+    def size(path: Path) -> tuple[int, int]:
+        head = path.read_bytes()[:6]
+        return head[4], head[5]
+
+    def decode(path: Path, mode: Mode) -> np.ndarray:
+        data = path.read_bytes()
+        gray = np.frombuffer(data[6:], np.uint8).reshape(data[5], data[4])
+        return gray if mode == "gray" else cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+
+    registry = DecoderRegistry(list(DECODERS.decoders))
+    registry.register(Decoder("toy", (".toy",), ((0, b"TOY!"),), size, decode))
+    return registry
+
+
+def test_one_registration_plugs_a_new_format_in_with_the_pixel_cap(tmp_path: Path) -> None:
+    registry = _toy_registry()
+    path = tmp_path / "a.toy"
+    path.write_bytes(b"TOY!" + bytes([4, 3]) + bytes(range(12)))
+    assert decode_image(path, "gray", registry=registry).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert decode_image(path, "color", registry=registry).shape == (3, 4, 3)
+    with pytest.raises(ValueError, match="4x3 .* over max_image_pixels"):
+        decode_image(path, "gray", max_pixels=11, registry=registry)
+    with pytest.raises(ValueError, match="no decoder knows this format"):
+        decode_image(path, "gray")  # the default registry has not learnt it
+
+
+def test_the_pixel_cap_is_checked_from_the_header_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_claiming(60000, 60000))
+    with pytest.raises(ValueError, match="60000x60000"):
+        decode_image(path)
