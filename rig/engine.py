@@ -36,7 +36,7 @@ from rig.devices import CameraFile, MotionState, Shot
 from rig.display import Prepared, draw_fiducials, fiducial_layout, prepare
 from rig.errors import CameraError, CameraUnavailable, DeviceError, RigError
 from rig.qa import Expected, PhotoQA, Verdict, decode_photo
-from rig.rigs import Devices
+from rig.devices.kinds import Devices
 from rig.store import REASON_KIND, Capture, Item, PlannedCondition, RunStore
 
 log = logging.getLogger(__name__)

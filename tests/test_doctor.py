@@ -23,7 +23,7 @@ def test_a_shipped_simulated_rig_passes_on_a_machine_without_a_camera(rig: str) 
 
 def test_a_real_camera_rig_without_a_camera_fails_on_the_camera(tmp_path: Path) -> None:
     rig = yaml.safe_load((REPO / "calibration" / "sim-rig.yaml").read_text())
-    rig["camera"] = {"backend": "gphoto2"}
+    rig["camera"] = {"kind": "gphoto2"}
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(rig))
     result = run_rig("doctor", str(path))

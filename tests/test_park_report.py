@@ -17,7 +17,7 @@ from rig.devices import Shot
 from rig.engine import Engine
 from rig.manifest import Manifest
 from rig.plan import planned_conditions
-from rig.rigs import open_devices
+from rig.devices.kinds import open_devices
 from rig.store import RunStore
 
 
