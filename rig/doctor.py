@@ -77,8 +77,8 @@ def rig_checks(rig: RigConfig, rig_path: Path) -> list[Check]:
     try:
         try:
             state = open_controller(opening).state()
-            checks.append(Check(f"rig {rig.name}: controller", True, f"answers ({rig.controller.kind}); servos at "
-                                f"{list(state.positions)}, lights {list(state.lights)}"))
+            checks.append(Check(f"rig {rig.name}: controller", True, f"answers; servos at {list(state.positions)}, "
+                                f"lights {list(state.lights)} ({rig.controller.kind})"))
         except RigError as e:
             checks.append(Check(f"rig {rig.name}: controller", False, str(e)))
         try:

@@ -55,7 +55,8 @@ def open_sim_devices(rig_path: Path, fast: bool = True) -> tuple[Devices, SimWor
 
     opening = Opening(load_rig_for_run(rig_path), rig_path, ExitStack(), fast)
     try:
-        devices = Devices(open_controller(opening), open_display(opening), open_camera(opening), opening.stack)
+        motion, display = open_controller(opening), open_display(opening)
+        devices = Devices(motion, open_camera(opening), display, opening.stack)
     except BaseException:
         opening.stack.close()
         raise

@@ -59,7 +59,8 @@ def twin_rig(tmp_path: Path) -> Iterator[tuple[Path, TwinServer]]:
     assert shutil.which("tmux"), "tmux is installed by make test"
     twin = TwinServer().start()
     text = (REPO / "calibration" / "sim-rig.yaml").read_text()
-    text = text.replace("  kind: rigctl-host ", f"  kind: rigctl\n  port: {twin.port} ").replace("host_timeout_ms: 30000", "host_timeout_ms: 0")
+    text = text.replace("  kind: rigctl-host ", f"  kind: rigctl\n  port: {twin.port} ")
+    text = text.replace("host_timeout_ms: 30000", "host_timeout_ms: 0")
     rig = tmp_path / "rig.yaml"
     rig.write_text(text)
     try:
