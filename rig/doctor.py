@@ -34,8 +34,8 @@ def machine_checks(rig: RigConfig | None = None) -> list[Check]:
     checks = [replace(_cameras(), needed=False, listing=True), replace(_serial_ports(), listing=True)]
     simavr = rig is not None and rig.controller.kind == "simavr"
     image = FIRMWARE / "build" / ("rigctl.elf" if simavr else "rigctl.hex")
-    checks.append(Check("firmware image", image.exists(), str(image) if image.exists() else "not built; run: make firmware",
-                        needed=simavr))
+    checks.append(Check("firmware image", image.exists(),
+                        str(image) if image.exists() else "not built; run: make firmware", needed=simavr))
     avrdude = shutil.which("avrdude")
     checks.append(Check("avrdude (to flash)", avrdude is not None,
                         avrdude or "not installed; run: apt-get install avrdude", needed=False))
