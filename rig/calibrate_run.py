@@ -36,7 +36,7 @@ from rig.calibration import AngleRecord, CalibrationFile, IntrinsicsRecord, Pose
 from rig.command import rig_command
 from rig.config import RigConfig
 from rig.errors import RigError
-from rig.rigs import Devices
+from rig.devices.kinds import Devices
 
 
 class Shooter:

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("session", type=Path, help=SESSION_HELP)
     p.add_argument("--replan", action="store_true",
                    help="accept a changed session file: keep the captures that still match, plan the rest")
-    p.add_argument("--fast", action="store_true", help="simulated rig only: no simulated latencies or frame waits")
+    p.add_argument("--fast", action="store_true", help="simulated devices only: no simulated latencies or frame waits (real ones are unchanged)")
     p.add_argument("--retry-failed", action="store_true",
                    help="re-queue the items that failed for a fresh set of retakes (their attempts are kept)")
     p.add_argument("--notify", metavar="COMMAND",
@@ -282,7 +282,7 @@ def _remove_output(output: Path, created: Path) -> None:
 
 def _run_locked(args: argparse.Namespace, session: Session, plan: Plan, digest: tuple[str, int]) -> int:
     from rig.engine import Engine
-    from rig.rigs import open_devices
+    from rig.devices.kinds import open_devices
 
     repeats = plan.repeats
     resuming = RunStore.exists(session.output)
@@ -535,7 +535,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from rig import calibrate_run as run
     from rig.calibration import load_or_new, save
     from rig.config import load_rig
-    from rig.rigs import open_devices
+    from rig.devices.kinds import open_devices
 
     rig = load_rig(args.rig)
     missing = [n for n in ("camera_pan", "camera_tilt") if n not in rig.servos]
@@ -580,11 +580,11 @@ def cmd_jog(args: argparse.Namespace) -> int:
     from rig.calibration import load
     from rig.config import load_rig
     from rig.jog import Jog, run
-    from rig.rigs import open_controller
+    from rig.devices.kinds import Opening, open_controller
 
     rig = load_rig(args.rig)
     with ExitStack() as stack:  # jogging needs the controller only, not the camera or the display
-        motion, _ = open_controller(rig, args.rig, stack)
+        motion = open_controller(Opening(rig, args.rig, stack))
         try:
             with _stop_on_signals():  # SIGTERM, SIGHUP (ssh dropped) end jog like Ctrl-C: parked below
                 curses.wrapper(run, Jog(rig, args.rig, motion, load(args.rig)))
@@ -612,7 +612,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     out = Console(soft_wrap=True, highlight=False)
     for c in checks:
         mark = "[green]ok  [/]" if c.ok else ("[red]FAIL[/]" if c.needed else "--  ")
-        out.print(f"{mark} {c.name}: {c.detail}" + ("" if c.ok or c.needed or rig is None else " (not needed by this rig)"))
+        out.print(f"{mark} {c.name}: {c.detail}" + ("" if c.ok or c.needed or c.listing or rig is None else " (not needed by this rig)"))
     if rig is None:
         out.print(f"nothing judged without a rig file; check one with: {rig_command()} doctor RIG")
     return 0 if all(c.ok or not c.needed for c in checks) else 1

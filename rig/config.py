@@ -7,6 +7,7 @@ to photograph under which conditions. Paths inside a file are relative to that f
 from __future__ import annotations
 
 import difflib
+import io
 import types
 import typing
 from pathlib import Path
@@ -48,14 +49,38 @@ FilePath = Annotated[Path, BeforeValidator(_str_to_path)]
 # ---------------------------------------------------------------- rig file
 
 
-class ControllerConfig(Strict):
-    port: str = Field(description="'sim': the firmware's core built for the PC; 'simavr': the firmware in simavr; "
-                                  "else a pyserial URL or path")
-    baudrate: int = 115200
+class RigctlLinkConfig(Strict):
+    """What every controller speaking the rigctl protocol (PROTOCOL.md) needs, real or simulated."""
+
     reply_timeout_s: float = Field(0.3, gt=0, description="wait this long for a reply before retransmitting")
     give_up_s: float = Field(10.0, gt=0, description="retransmit a command while the controller answers at all; "
                                                       "give up after this long without an intact line from it")
     host_timeout_ms: int = Field(30000, ge=0, le=3_600_000, description="controller's host-silence timeout")
+
+
+class RigctlConfig(RigctlLinkConfig):
+    """The rigctl firmware on a real board (an Arduino Uno on USB), reached through pyserial."""
+
+    kind: Literal["rigctl"]
+    port: str = Field(min_length=1, description="a pyserial URL or path, e.g. /dev/ttyACM0 or /dev/serial/by-id/...")
+    baudrate: int = Field(115200, gt=0)
+
+
+class RigctlHostConfig(RigctlLinkConfig):
+    """Simulated: the rigctl protocol core running on this PC, on a pseudo-terminal."""
+
+    kind: Literal["rigctl-host"]
+
+
+class SimavrControllerConfig(RigctlLinkConfig):
+    """Simulated: the compiled rigctl firmware (firmware/build/rigctl.elf) in simavr, on a pseudo-terminal."""
+
+    kind: Literal["simavr"]
+
+
+# One model per kind, chosen by `kind:`; a field of another kind is an error. The factory that opens
+# each kind is named in rig/devices/kinds.py.
+ControllerConfig = Annotated[RigctlConfig | RigctlHostConfig | SimavrControllerConfig, Field(discriminator="kind")]
 
 
 class ServoConfig(Strict):
@@ -76,21 +101,63 @@ class LightConfig(Strict):
     channel: int = Field(ge=0)
 
 
-class CameraConfig(Strict):
-    backend: Literal["sim", "gphoto2", "sim-gphoto2"] = "sim"
-    model: str | None = None
-    port: str | None = None
+class GPhoto2CameraConfig(Strict):
+    """A camera tethered over USB through libgphoto2. With one camera attached nothing needs naming;
+    with several, `serial` picks the one (`rig doctor` lists model, port and serial of each)."""
+
+    kind: Literal["gphoto2"]
+    model: str | None = Field(None, description="as libgphoto2 names it, e.g. 'Canon EOS 5D Mark IV'")
+    port: str | None = Field(None, description="e.g. 'usb:001,007'; changes when the camera is replugged")
+    serial: str | None = Field(None, min_length=1, description="the camera's serial number")
+    settings: dict[str, str] = Field(default_factory=dict, description="camera config name -> value, "
+                                     "checked against what the camera offers, written at every (re)connect")
+    keep_on_camera: bool = Field(False, description="leave each photo on the card after downloading it")
+
+
+class SimCameraConfig(Strict):
+    """Simulated: photographs the simulated studio (the rig file's `sim:`)."""
+
+    kind: Literal["sim"]
+
+
+class SimGPhoto2CameraConfig(Strict):
+    """Simulated: the studio's photo goes through libgphoto2's virtual USB camera and the real gphoto2 driver."""
+
+    kind: Literal["sim-gphoto2"]
     settings: dict[str, str] = Field(default_factory=dict)
     keep_on_camera: bool = False
 
 
-class DisplayConfig(Strict):
-    monitor: int = Field(0, ge=0)
+CameraConfig = Annotated[GPhoto2CameraConfig | SimCameraConfig | SimGPhoto2CameraConfig, Field(discriminator="kind")]
+
+
+class ScreenConfig(Strict):
+    """What a display shows on: its size in pixels and how long a new frame takes to be on it."""
+
     width: int = Field(1280, ge=64)
     height: int = Field(1024, ge=64)
-    settle_frames: int = Field(2, ge=0)
+    settle_frames: int = Field(2, ge=0, description="refreshes to wait after show() before the photo")
     refresh_hz: float = Field(60.0, gt=0)
+
+
+class PygameDisplayConfig(ScreenConfig):
+    """A real monitor, fullscreen, through pygame (SDL)."""
+
+    kind: Literal["pygame"]
+    monitor: int = Field(0, ge=0, description="which monitor, 0 = the first")
     fullscreen: bool = True
+    headless: bool = Field(False, description="draw off-screen with SDL's dummy driver: nothing is shown, so "
+                                              "only for a rig whose camera does not look at a monitor")
+
+
+class SimDisplayConfig(ScreenConfig):
+    """Simulated: the studio's monitor (its lag: `sim.display_lag_frames`), drawn by the pygame presenter."""
+
+    kind: Literal["sim"]
+    headless: bool = Field(True, description="false: also show the frames in a window on this machine")
+
+
+DisplayConfig = Annotated[PygameDisplayConfig | SimDisplayConfig, Field(discriminator="kind")]
 
 
 class MotionConfig(Strict):
@@ -250,8 +317,8 @@ class RigConfig(Strict):
     controller: ControllerConfig
     servos: dict[str, ServoConfig]
     lights: dict[str, LightConfig]
-    camera: CameraConfig = CameraConfig()
-    display: DisplayConfig = DisplayConfig()
+    camera: CameraConfig
+    display: DisplayConfig
     motion: MotionConfig = MotionConfig()
     poses: dict[str, dict[str, PoseValue]]
     lighting: dict[str, dict[str, int]]
@@ -381,37 +448,122 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def load_yaml_model(path: Path, model: type[M]) -> tuple[M, yaml.Node]:
-    """Parse and validate a YAML file; any error becomes one line naming file, line and field."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found; check the path") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read ({e})") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML ({problem}); fix the syntax there") from None
-    if not isinstance(data, dict) or node is None:
+    """Parse and validate a YAML file; any error becomes one line naming file, line and field.
+
+    `extends: other.yaml` (relative to the file) starts from that file and deep-merges this one over
+    it: mappings merge key by key, anything else replaces; a section that names another `kind` than
+    the base's replaces the base's section whole. Each value keeps the file and line it came from."""
+    node = _compose_extended(path, ())
+    data = yaml.SafeLoader("").construct_document(node)
+    if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: expected a mapping of fields at the top level")
-    _refuse_duplicate_keys(path, node)
     try:
         return model.model_validate(data), node
     except ValidationError as e:
         _refuse_other_kind(path, model, data)
         errors = e.errors()
         err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])  # a typo also reads as missing
-        loc = tuple(err["loc"])
+        loc = _without_kind_tags(data, tuple(err["loc"]))
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, FieldError):
             loc += cause.loc
         if err["type"] == "extra_forbidden":
-            raise ConfigError(located(path, node, loc, _unknown_key(model, loc), shown=loc[:-1])) from None
+            raise ConfigError(located(path, node, loc, _unknown_key(model, loc, data), shown=loc[:-1])) from None
+        if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            kinds = ", ".join(_kinds_at(model, loc))
+            if err["type"] == "union_tag_invalid":
+                raise ConfigError(located(path, node, (*loc, "kind"), f"unknown kind; choose one of: {kinds}")
+                                  ) from None
+            raise ConfigError(located(path, node, loc, f"missing field 'kind'; add kind: one of {kinds}")) from None
         raise ConfigError(located(path, node, loc, _explain(err))) from None
+
+
+def _compose(path: Path) -> yaml.Node:
+    """One file's node tree; its marks carry the file's path (what `located` prints)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; check the path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from None
+    stream = io.StringIO(text)
+    stream.name = str(path)  # yaml's Reader names its marks after the stream
+    try:
+        node = yaml.compose(stream, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML ({problem}); fix the syntax there") from None
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{path}:1: expected a mapping of fields at the top level")
+    _refuse_duplicate_keys(path, node)
+    return node
+
+
+def _compose_extended(path: Path, seen: tuple[Path, ...]) -> yaml.MappingNode:
+    """The file's node tree merged over the tree of the file its `extends:` names (recursively)."""
+    node = _compose(path)
+    assert isinstance(node, yaml.MappingNode)
+    key_node = next((k for k, _ in node.value if k.value == "extends"), None)
+    if key_node is None:
+        return node
+    value = next(v for k, v in node.value if k is key_node)
+    node.value = [(k, v) for k, v in node.value if k is not key_node]
+    if not isinstance(value, yaml.ScalarNode) or not value.value:
+        raise ConfigError(f"{path}:{value.start_mark.line + 1}: extends: give the path of one rig file")
+    base_path = path.parent / value.value
+    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
+        raise ConfigError(f"{path}:{value.start_mark.line + 1}: extends: {value.value} extends this file again; "
+                          "break the cycle")
+    if not base_path.exists():
+        raise ConfigError(f"{path}:{value.start_mark.line + 1}: extends: {base_path} not found; fix the path")
+    base = _compose_extended(base_path, (*seen, path.resolve()))
+    merged = _merge(base, node)
+    assert isinstance(merged, yaml.MappingNode)
+    return merged
+
+
+def _merge(base: yaml.Node, over: yaml.Node) -> yaml.Node:
+    """`over` deep-merged onto `base` (mappings key by key; a changed `kind:` replaces the section)."""
+    if not (isinstance(base, yaml.MappingNode) and isinstance(over, yaml.MappingNode)):
+        return over
+    kinds = [next((v.value for k, v in m.value if k.value == "kind" and isinstance(v, yaml.ScalarNode)), None)
+             for m in (base, over)]
+    if None not in kinds and kinds[0] != kinds[1]:
+        return over
+    pairs = list(base.value)
+    for key, value in over.value:
+        i = next((i for i, (k, _) in enumerate(pairs) if k.value == key.value), None)
+        if i is None:
+            pairs.append((key, value))
+        else:
+            pairs[i] = (key, _merge(pairs[i][1], value))
+    return yaml.MappingNode(over.tag, pairs, over.start_mark, over.end_mark, flow_style=over.flow_style)
+
+
+def _without_kind_tags(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """pydantic puts the chosen `kind` into an error's path (`camera.sim.model`); the file has no such key."""
+    out: list[Any] = []
+    for key in loc:
+        if isinstance(data, dict) and key not in data and data.get("kind") == key:
+            continue
+        out.append(key)
+        data = data.get(key) if isinstance(data, dict) else (
+            data[key] if isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data) else None)
+    return tuple(out)
+
+
+def _kinds_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The `kind:` values the field at `loc` accepts (a discriminated union of models)."""
+    field = model.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    if field is None:
+        return []
+    tp: Any = field.annotation
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return [arg for m in typing.get_args(tp) if isinstance(m, type) and issubclass(m, BaseModel)
+            for arg in typing.get_args(m.model_fields["kind"].annotation)]
 
 
 def _refuse_duplicate_keys(path: Path, root: yaml.Node) -> None:
@@ -451,19 +603,34 @@ def _refuse_other_kind(path: Path, model: type[BaseModel], data: dict[Any, Any])
             raise ConfigError(f"{path}: this is a {kind} file, not a {wanted} file; {hint}")
 
 
-def _unknown_key(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+def _unknown_key(model: type[BaseModel], loc: tuple[Any, ...], data: Any) -> str:
     """`unknown key 'x'`, with the closest field name of that place when there is one."""
     key = str(loc[-1])
-    close = difflib.get_close_matches(key, _fields_at(model, loc[:-1]), n=1, cutoff=0.6)
+    fields = _fields_at(model, loc[:-1], data)
+    close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
+    section = _value_at(data, loc[:-1])
+    if not close and isinstance(section, dict) and "kind" in section:  # e.g. a gphoto2 field on a sim camera
+        hint = f" (kind {section['kind']} takes: {', '.join(f for f in fields if f != 'kind') or 'nothing else'})"
     return f"unknown key '{key}'{hint}; fix its spelling or remove it"
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the model found at `loc` below `model` (through dicts and lists)."""
-    tp: Any = model
+def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
     for key in loc:
-        inner = _model_of(tp)
+        if isinstance(data, dict):
+            data = data.get(key)
+        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...], data: Any = None) -> list[str]:
+    """The field names of the model found at `loc` below `model` (through dicts, lists and `kind:`)."""
+    tp: Any = model
+    for i, key in enumerate(loc):
+        inner = _model_of(tp, _value_at(data, loc[:i]))
         if inner is not None:
             field = inner.model_fields.get(key) if isinstance(key, str) else None
             if field is None:
@@ -473,16 +640,25 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             tp = typing.get_args(tp)[-1]
         else:
             return []
-    found = _model_of(tp)
+    found = _model_of(tp, _value_at(data, loc))
     return list(found.model_fields) if found else []
 
 
-def _model_of(tp: Any) -> type[BaseModel] | None:
+def _model_of(tp: Any, value: Any = None) -> type[BaseModel] | None:
+    """The model a field's type stands for; of a union of kinds, the one `value`'s `kind:` names."""
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return tp
-    if typing.get_origin(tp) not in (typing.Union, types.UnionType, Annotated):
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
         return None
-    return next((a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    models = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+    kind = value.get("kind") if isinstance(value, dict) else None
+    chosen = [m for m in models
+              if "kind" in m.model_fields and kind in typing.get_args(m.model_fields["kind"].annotation)]
+    return next(iter(chosen or models), None)
 
 
 def _explain(err: dict[str, Any]) -> str:
@@ -512,7 +688,8 @@ def located(path: Path, root: yaml.Node, loc: tuple[Any, ...], message: str,
         node = child
     shown = loc if shown is None else shown
     field = ".".join(str(k) if not isinstance(k, int) else f"[{k}]" for k in shown).replace(".[", "[")
-    prefix = f"{path}:{node.start_mark.line + 1}"
+    source = node.start_mark.name  # the file this value came from (a base file named by `extends:`)
+    prefix = f"{path if source.startswith('<') else source}:{node.start_mark.line + 1}"
     return f"{prefix}: {field}: {message}" if field else f"{prefix}: {message}"
 
 

@@ -1,7 +1,8 @@
 """The presenter: each x-ray fullscreen, letterboxed on black, on a chosen monitor (pygame).
 
-With no screen (CI, ssh) SDL's dummy driver gives an off-screen surface of the configured size,
-which the simulated camera photographs exactly as a real camera would photograph the monitor.
+With no display server it refuses to start unless the rig file asks for the headless driver
+(`headless: true`, SDL's dummy driver: an off-screen surface of the configured size); the simulated
+display (rig/sim/display.py) draws through it that way.
 
 The frames it shows are made elsewhere: rig/images.py decodes and letterboxes, rig/fiducials.py
 draws the markers QA reads back.
@@ -9,39 +10,39 @@ draws the markers QA reads back.
 
 from __future__ import annotations
 
-import collections
 import os
-import random
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rig.config import DisplayConfig
+from rig.config import PygameDisplayConfig
 from rig.errors import DeviceError
 
+if TYPE_CHECKING:
+    from rig.devices.kinds import Opening
 
-class Display:
-    """A pygame window (fullscreen on a real screen) that shows one frame at a time."""
 
-    def __init__(self, config: DisplayConfig, wait_frames: bool = True,
-                 lag_frames: int | tuple[int, int] = 0, seed: int = 0) -> None:
-        """`lag_frames` (simulated rig only) makes the screen show a frame that many flips after
-        show() put it up, like a display pipeline that is slower than the settle frames assume;
-        (lo, hi) draws the lag per frame."""
+class PygameDisplay:
+    """A pygame window (fullscreen on a real monitor) that shows one frame at a time.
+
+    It needs a display server: without $DISPLAY or $WAYLAND_DISPLAY (e.g. over ssh) it refuses to
+    start instead of drawing off-screen, where a camera would photograph a dark monitor all night.
+    Only a rig file that says `headless: true` gets SDL's dummy driver (nothing is shown)."""
+
+    def __init__(self, config: PygameDisplayConfig, where: str = "display") -> None:
         self.config = config
-        self.wait_frames = wait_frames
-        self.lag = lag_frames
-        self._lag_rng = random.Random(seed)
-        self._pipeline: collections.deque[list[object]] = collections.deque()  # [surface, flips to go]
-        self.headless = not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
-        if self.headless:
-            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        self.headless = config.headless
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
         os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")  # SIGTERM must stay the operator's, not SDL's
-        import pygame  # imported late so the SDL driver choice above takes effect
+        driver = "dummy" if self.headless else _video_driver(where)
+        import pygame  # imported late so the SDL driver choice below takes effect
 
         self._pg = pygame
+        previous = os.environ.get("SDL_VIDEODRIVER")
         try:
+            if driver is not None:
+                os.environ["SDL_VIDEODRIVER"] = driver  # read once, by display.init()
             pygame.display.init()
             size = (config.width, config.height)
             if self.headless or not config.fullscreen:
@@ -51,37 +52,35 @@ class Display:
                                                        display=config.monitor)
             pygame.mouse.set_visible(False)
         except pygame.error as e:
-            raise DeviceError(f"display {config.monitor}: cannot open {config.width}x{config.height} ({e}); "
-                              "check 'display' in the rig file") from None
+            pygame.display.quit()
+            raise DeviceError(f"{where}: monitor {config.monitor} cannot open {config.width}x{config.height} "
+                              f"({e}); check 'display' in the rig file") from None
+        finally:
+            if previous is None:
+                os.environ.pop("SDL_VIDEODRIVER", None)
+            else:
+                os.environ["SDL_VIDEODRIVER"] = previous
         self.width, self.height = self.surface.get_size()
         self.shown_at = 0.0
 
     def show(self, frame: np.ndarray) -> None:
         """Put an RGB frame of the display's size on screen, then wait the settle frames."""
+        self.present(frame)
+        # Settle frames count from this flip (a Clock.tick would count from the previous show()'s last tick).
+        for n in range(1, self.config.settle_frames + 1):
+            time.sleep(max(0.0, self.shown_at + n / self.config.refresh_hz - time.monotonic()))
+            self._pg.display.flip()
+
+    def present(self, frame: np.ndarray) -> None:
+        """Put an RGB frame on screen now (one flip), without waiting for it to settle."""
         pg = self._pg
         pg.event.pump()  # keeps a real window responsive
         surf = pg.image.frombuffer(np.ascontiguousarray(frame).tobytes(), (frame.shape[1], frame.shape[0]), "RGB")
-        lag = self.lag if isinstance(self.lag, int) else self._lag_rng.randint(*self.lag)
-        self._pipeline.append([surf.copy(), lag])
-        self._flip()
+        self.surface.blit(surf, (0, 0))
+        pg.display.flip()
         self.shown_at = time.monotonic()
-        # Settle frames count from this flip (a Clock.tick would count from the previous show()'s last tick).
-        for n in range(1, self.config.settle_frames + 1):
-            if self.wait_frames:
-                time.sleep(max(0.0, self.shown_at + n / self.config.refresh_hz - time.monotonic()))
-            self._flip()
-
-    def _flip(self) -> None:
-        """One display refresh: frames whose lag has run out reach the screen, in order."""
-        while self._pipeline and int(self._pipeline[0][1]) <= 0:  # type: ignore[call-overload]
-            surf = self._pipeline.popleft()[0]
-            self.surface.blit(surf, (0, 0))  # type: ignore[arg-type]
-        for entry in self._pipeline:
-            entry[1] = int(entry[1]) - 1  # type: ignore[call-overload]
-        self._pg.display.flip()
 
     def blank(self) -> None:
-        self._pipeline.clear()
         self.surface.fill((0, 0, 0))
         self._pg.display.flip()
 
@@ -92,3 +91,26 @@ class Display:
 
     def close(self) -> None:
         self._pg.display.quit()
+
+
+def _video_driver(where: str) -> str | None:
+    """The SDL video driver for a real monitor, or DeviceError saying why there is none to show on.
+
+    None: let SDL pick (x11 or wayland, from the environment)."""
+    chosen = os.environ.get("SDL_VIDEODRIVER", "")
+    if chosen in ("dummy", "offscreen"):
+        raise DeviceError(f"{where}: SDL_VIDEODRIVER={chosen} would draw nowhere; unset it, or set "
+                          "headless: true under display in the rig file if nothing needs to be shown")
+    if chosen:  # e.g. kmsdrm on a console without a desktop: the operator chose it
+        return None
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        raise DeviceError(f"{where}: no display server ($DISPLAY and $WAYLAND_DISPLAY are unset, e.g. over ssh); "
+                          "run on the rig's desktop or export DISPLAY=:0 (or SDL_VIDEODRIVER=kmsdrm on a console)")
+    return None
+
+
+def open_display(opening: Opening) -> PygameDisplay:
+    """The `pygame` display kind (rig/devices/kinds.py)."""
+    config = opening.rig.display
+    assert isinstance(config, PygameDisplayConfig)
+    return PygameDisplay(config, where=f"{opening.rig_path}: display")

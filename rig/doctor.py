@@ -9,6 +9,7 @@ missing, 2 the rig file is wrong.
 from __future__ import annotations
 
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,16 +25,17 @@ class Check:
     ok: bool
     detail: str
     needed: bool = True  # False: reported for information, the rig does not use it
+    listing: bool = False  # what this machine has, for information; the rig's own checks judge it
 
 
 def machine_checks(rig: RigConfig | None = None) -> list[Check]:
     """Cameras, serial ports and firmware tools found on this machine; needed only as far as `rig` uses them."""
-    camera = _cameras()
-    checks = [replace(camera, needed=rig is not None and rig.camera.backend == "gphoto2"), _serial_ports()]
-    simavr = rig is not None and rig.controller.port == "simavr"
+    # A rig with a gphoto2 camera has it judged by its own camera check (rig_checks); this lists them all.
+    checks = [replace(_cameras(), needed=False, listing=True), replace(_serial_ports(), listing=True)]
+    simavr = rig is not None and rig.controller.kind == "simavr"
     image = FIRMWARE / "build" / ("rigctl.elf" if simavr else "rigctl.hex")
-    checks.append(Check("firmware image", image.exists(), str(image) if image.exists() else "not built; run: make firmware",
-                        needed=simavr))
+    checks.append(Check("firmware image", image.exists(),
+                        str(image) if image.exists() else "not built; run: make firmware", needed=simavr))
     avrdude = shutil.which("avrdude")
     checks.append(Check("avrdude (to flash)", avrdude is not None,
                         avrdude or "not installed; run: apt-get install avrdude", needed=False))
@@ -65,19 +67,31 @@ def _serial_ports() -> Check:
 
 
 def rig_checks(rig: RigConfig, rig_path: Path) -> list[Check]:
-    """Open the rig file's devices once: controller answers, camera opens, display opens."""
-    from rig.rigs import open_devices
+    """Open the rig file's devices one by one (controller, display, camera): one line for each.
 
+    A device that is missing does not stop the checks of the others."""
+    from rig.devices.kinds import Opening, open_camera, open_controller, open_display
+
+    opening = Opening(rig, rig_path, ExitStack(), fast=True)
+    checks = []
     try:
-        devices = open_devices(rig, rig_path, fast=True)
-    except RigError as e:
-        return [Check(f"rig {rig.name}", False, str(e))]
-    try:
-        state = devices.motion.state()
-        return [Check(f"rig {rig.name}: controller", True,
-                      f"answers; servos at {list(state.positions)}, lights {list(state.lights)}"),
-                Check(f"rig {rig.name}: display", True, f"{devices.display.width}x{devices.display.height}"
-                      + (" (no screen: SDL dummy driver)" if devices.display.headless else "")),
-                Check(f"rig {rig.name}: camera", True, f"{rig.camera.backend} opened")]
+        try:
+            state = open_controller(opening).state()
+            checks.append(Check(f"rig {rig.name}: controller", True, f"answers; servos at {list(state.positions)}, "
+                                f"lights {list(state.lights)} ({rig.controller.kind})"))
+        except RigError as e:
+            checks.append(Check(f"rig {rig.name}: controller", False, str(e)))
+        try:
+            display = open_display(opening)
+            checks.append(Check(f"rig {rig.name}: display", True, f"{rig.display.kind} {display.width}x{display.height}"
+                                + (" (headless: nothing is shown)" if rig.display.headless else "")))
+        except RigError as e:
+            checks.append(Check(f"rig {rig.name}: display", False, str(e)))
+        try:
+            open_camera(opening)
+            checks.append(Check(f"rig {rig.name}: camera", True, f"{rig.camera.kind} opened"))
+        except RigError as e:
+            checks.append(Check(f"rig {rig.name}: camera", False, str(e)))
     finally:
-        devices.close()
+        opening.stack.close()
+    return checks

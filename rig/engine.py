@@ -33,12 +33,12 @@ import cv2
 
 from rig.config import Session
 from rig.devices import CameraFile, MotionState, Shot
+from rig.devices.kinds import Devices
 from rig.errors import CameraError, CameraUnavailable, DeviceError, RigError
 from rig.fiducials import draw_fiducials, fiducial_layout
 from rig.images import Prepared, prepare
-from rig.qa import Expected, PhotoQA, Verdict, decode_photo
-from rig.rigs import Devices
 from rig.plan import PlannedCondition
+from rig.qa import Expected, PhotoQA, Verdict, decode_photo
 from rig.store import REASON_KIND, Capture, Item, RunStore
 
 log = logging.getLogger(__name__)

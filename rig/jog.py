@@ -94,7 +94,7 @@ class Jog:
             scr.addstr(2 + i, 0, ("> " if i == self.selected else "  ") + text,
                        curses.A_REVERSE if i == self.selected else curses.A_NORMAL)
         moving = "moving" if self.state.moving else "still"
-        scr.addstr(3 + len(self.rows), 0, f"controller: {moving}, flags {self.state.flags:#x}")
+        scr.addstr(3 + len(self.rows), 0, f"controller: {moving}" + "".join(f", {note}" for note in self.state.notes))
         scr.addstr(5 + len(self.rows), 0, self.message)
         scr.refresh()
 

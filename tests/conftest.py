@@ -6,9 +6,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from rig.devices.kinds import Devices
+    from rig.sim.world import SimWorld
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
@@ -30,13 +35,32 @@ def rig_file(directory: Path, **overrides: object) -> Path:
     rig["motion"].update(move_ms=0, settle_ms=0)
     rig["sim"].update(photo_width=600, photo_height=450, time_scale=0.0)
     for key, value in overrides.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value.get("kind", rig.get(key, {}).get("kind")) == rig.get(key, {}).get("kind"):
             rig.setdefault(key, {}).update(value)
         else:
             rig[key] = value
     path = directory / "rig.yaml"
     path.write_text(yaml.safe_dump(rig, sort_keys=False))
     return path
+
+
+def open_sim_devices(rig_path: Path, fast: bool = True) -> tuple[Devices, SimWorld]:
+    """The simulated rig's devices as `open_devices` opens them, with the simulated world they share
+    (the true servo pulses and light levels: ground truth no caller of the devices gets)."""
+    from contextlib import ExitStack
+
+    from rig.config import load_rig_for_run
+    from rig.devices.kinds import Devices, Opening, open_camera, open_controller, open_display
+    from rig.sim.world import world
+
+    opening = Opening(load_rig_for_run(rig_path), rig_path, ExitStack(), fast)
+    try:
+        motion, display = open_controller(opening), open_display(opening)
+        devices = Devices(motion, open_camera(opening), display, opening.stack)
+    except BaseException:
+        opening.stack.close()
+        raise
+    return devices, world(opening)
 
 
 def session_file(directory: Path, data: Path, rig: Path, **overrides: object) -> Path:

@@ -94,7 +94,7 @@ def test_duplicate_image_ids(tmp_path: Path, phantoms: Path) -> None:
 
 
 def test_unreachable_serial_port_names_the_field(tmp_path: Path, phantoms: Path) -> None:
-    rig = rig_file(tmp_path, controller={"port": "/dev/ttyUSB-not-there"})
+    rig = rig_file(tmp_path, controller={"kind": "rigctl", "port": "/dev/ttyUSB-not-there"})
     _refused(session_file(tmp_path, phantoms, rig), "rig.yaml: controller.port", "/dev/ttyUSB-not-there")
 
 

@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 from conftest import rig_file, session_file
 
-from rig.config import Session, load_session
+from rig.config import Session, SimDisplayConfig, load_session
 from rig.devices import Shot
+from rig.devices.kinds import Devices
 from rig.devices.rigctl import RigController
-from rig.display import Display
 from rig.engine import Engine
 from rig.manifest import Manifest
 from rig.plan import Plan
-from rig.rigs import Devices
 from rig.sim.avr import AvrSimulator
 from rig.sim.camera import SimCamera, truth
+from rig.sim.display import SimDisplay
 from rig.sim.hostfw import HostFirmware
 from rig.sim.line import NoisyLine
 from rig.sim.studio import Studio
@@ -59,12 +59,13 @@ def _run_with_lost_boot_banner(tmp_path: Path, phantoms: Path, kind: str) -> tup
     try:
         motion = RigController.connect(line.port, rig)
         stack.callback(motion.close)
-        display = Display(rig.display, wait_frames=False)
+        assert isinstance(rig.display, SimDisplayConfig)
+        display = SimDisplay(rig.display, wait_frames=False)
         stack.callback(display.close)
         camera = PowerCycleAfter(4, ctl.power_cycle, Studio(rig), display.frame, ctl.physical)
         camera.open()
         stack.callback(camera.close)
-        devices = Devices(motion, camera, display, stack, ctl.physical)
+        devices = Devices(motion, camera, display, stack)
         store = RunStore.create(session.output, session.path,
                                 Plan.of(session, Manifest(session.manifest_csv, session.image_root, None)))
         reader = RunStore(session.output)

@@ -150,7 +150,7 @@ def test_notify_gets_the_outcome_and_its_failure_is_only_a_warning(tmp_path: Pat
 
 
 def test_notify_says_failed_with_the_reason(tmp_path: Path, phantoms: Path) -> None:
-    rig = rig_file(tmp_path, controller={"port": str(tmp_path / "no-such-port")})
+    rig = rig_file(tmp_path, controller={"kind": "rigctl", "port": str(tmp_path / "no-such-port")})
     session = session_file(tmp_path, phantoms, rig)
     out = tmp_path / "env.txt"
     result = run_rig("run", str(session), "--notify", f"env > {shlex.quote(str(out))}")

@@ -8,10 +8,10 @@ from pathlib import Path
 from conftest import rig_file, session_file
 
 from rig.config import load_session
+from rig.devices.kinds import open_devices
 from rig.engine import Engine
 from rig.manifest import Manifest
 from rig.plan import Plan
-from rig.rigs import open_devices
 from rig.store import RunStore
 
 
@@ -25,7 +25,7 @@ def test_trigger_comes_settle_frames_after_the_flip(tmp_path: Path, phantoms: Pa
     trigger = devices.camera.trigger
 
     def timed_trigger():  # type: ignore[no-untyped-def]
-        gaps.append(time.monotonic() - devices.display.shown_at)  # shown_at: the moment of the flip
+        gaps.append(time.monotonic() - devices.display.shown_at)  # type: ignore[attr-defined]  # the flip
         return trigger()
 
     devices.camera.trigger = timed_trigger  # type: ignore[method-assign]

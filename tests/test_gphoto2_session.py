@@ -18,7 +18,7 @@ def _done(run: Path) -> int:
 
 
 def test_gphoto2_session_survives_sigkill_and_camera_store_full(tmp_path: Path, phantoms: Path) -> None:
-    rig_path = rig_file(tmp_path, camera={"backend": "sim-gphoto2"})
+    rig_path = rig_file(tmp_path, camera={"kind": "sim-gphoto2"})
     # 48 items, more than one card's 26; no retakes: a photo lost to a full card must not use up an item's
     session = session_file(tmp_path, phantoms, rig_path, repeats=2, retries=0)
     run = tmp_path / "run"
@@ -55,7 +55,7 @@ def test_gphoto2_session_survives_sigkill_and_camera_store_full(tmp_path: Path, 
 
 def test_a_camera_setting_the_camera_does_not_offer_is_one_line_listing_the_choices(
         tmp_path: Path, phantoms: Path) -> None:
-    rig_path = rig_file(tmp_path, camera={"backend": "sim-gphoto2", "settings": {"f-number": "f/99"}})
+    rig_path = rig_file(tmp_path, camera={"kind": "sim-gphoto2", "settings": {"f-number": "f/99"}})
     result = run_rig("run", str(session_file(tmp_path, phantoms, rig_path)))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -291,24 +291,73 @@ def test_files_announced_before_a_capture_are_not_attributed_and_pairs_are_colle
     assert len(out["pair_files"]) == 2
 
 
-def test_store_full_after_26_captures_stops_with_one_line() -> None:
+def test_a_full_card_stops_the_run_and_out_of_memory_is_an_error() -> None:
+    """A real camera's full card is recognised from what cameras report: libgphoto2's generic PTP capture
+    turns PTP_RC_StoreFull into plain GP_ERROR and the storage info shows no free images. The virtual
+    camera's "out of memory" after 26 captures per process is an error to the real driver, and a full
+    store only to the simulated camera that knows it means that."""
     out = run_scenario(
         """
-        cam = SimGPhoto2Camera(render, frame_size=256 * 1024, **FAST)
+        import types
+        full = {"shots": 0}
+
+        class CardFills(gp.Camera):
+            # the card is full after two photos: capture fails with GP_ERROR, no free images remain
+            def capture(self, *a):
+                full["shots"] += 1
+                if full["shots"] > 2:
+                    raise gp.GPhoto2Error(gp.GP_ERROR)
+                return super().capture(*a)
+            def get_storageinfo(self):
+                return [types.SimpleNamespace(fields=s.fields, access=s.access, freekbytes=s.freekbytes,
+                                              freeimages=0 if full["shots"] > 2 else s.freeimages)
+                        for s in super().get_storageinfo()]
+
+        vdir = VirtualCameraDir(frame_size=256 * 1024)  # one folder per process: libgphoto2 keeps the first
+        cam = SimGPhoto2Camera(render, vcam_dir=vdir, camera_factory=CardFills, **FAST)
         cam.open()
         ok = 0
         try:
-            for _ in range(40):
+            for _ in range(5):
                 s = cam.trigger()
                 assert cam.download(s)[0].data == rendered[s.number - 1]
                 ok += 1
         except CameraUnavailable as exc:
-            out["error"] = str(exc)
-        out["ok"] = ok
-        out["reconnects"] = cam.camera.reconnects
+            out["card_full"] = str(exc)
+        out["card_full_reconnects"] = cam.camera.reconnects
         cam.close()
+
+        class OutOfMemory(gp.Camera):
+            # libgphoto2 could not allocate memory during the capture (its C_MEM checks)
+            def capture(self, *a):
+                raise gp.GPhoto2Error(gp.GP_ERROR_NO_MEMORY)
+
+        plain = GPhoto2Camera(camera_factory=OutOfMemory, **FAST)  # the real driver
+        plain.open()
+        try:
+            plain.trigger()
+        except CameraError as exc:
+            out["plain"] = [type(exc).__name__, str(exc)]
+        out["plain_reconnects"] = plain.reconnects
+        plain.close()
+
+        sim = SimGPhoto2Camera(render, vcam_dir=vdir, **FAST)  # the virtual camera's own 26 per process
+        sim.open()
+        try:
+            for _ in range(40):
+                s = sim.trigger()
+                assert sim.download(s)[0].data == rendered[-1]
+                ok += 1
+        except CameraUnavailable as exc:
+            out["sim"] = str(exc)
+        out["ok"] = ok
+        sim.close()
+        vdir.cleanup()
         """
     )
-    assert out["ok"] == 26
-    assert "cannot store more photos" in out["error"] and "\n" not in out["error"]
-    assert out["reconnects"] == 0  # store full is not a connection fault
+    assert "cannot store more photos" in out["card_full"] and "\n" not in out["card_full"]
+    assert out["card_full_reconnects"] == 0  # a full card is not a connection fault
+    assert out["ok"] == 26  # 2 on the filling card, then the virtual camera's 24 others
+    assert out["plain"][0] == "GPhoto2Failure" and "Out of memory" in out["plain"][1]
+    assert "cannot store" not in out["plain"][1] and out["plain_reconnects"] == 0
+    assert "virtual camera cannot store more photos" in out["sim"] and "\n" not in out["sim"]

@@ -10,13 +10,12 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import REPO, RIG_BIN, rig_file, run_rig, session_file
+from conftest import REPO, RIG_BIN, open_sim_devices, rig_file, run_rig, session_file
 
 from rig.config import load_session
 from rig.engine import Engine
 from rig.manifest import Manifest
 from rig.plan import Plan
-from rig.rigs import open_devices
 from rig.store import RunStore
 
 
@@ -53,7 +52,9 @@ def test_a_stopped_run_leaves_the_rig_dark_and_parked(tmp_path: Path, phantoms: 
     session = load_session(session_file(tmp_path, phantoms, rig_file(tmp_path), repeats=3))
     store = RunStore.create(session.output, session.path,
                             Plan.of(session, Manifest(session.manifest_csv, session.image_root, None)))
-    devices = open_devices(session.rig, session.rig_path, fast=True)
+    devices, sim = open_sim_devices(session.rig_path)
+    physical = sim.physical
+    assert physical is not None
     reader = RunStore(session.output)
     captured: list[str] = []
     engine = Engine(session, store, reader, devices, captured.append)
@@ -62,13 +63,13 @@ def test_a_stopped_run_leaves_the_rig_dark_and_parked(tmp_path: Path, phantoms: 
     def stop_after_some() -> None:
         while len(captured) < 4:
             time.sleep(0.005)
-        lit.append(devices.physical())  # type: ignore[misc]
+        lit.append(physical())
         engine.stop.set()
 
     threading.Thread(target=stop_after_some, daemon=True).start()
     try:
         result = engine.run()
-        pulses, lights = devices.physical()  # type: ignore[misc]
+        pulses, lights = physical()
     finally:
         devices.close()
         store.close()

@@ -59,7 +59,8 @@ def controller_rig(tmp_path: Path) -> Iterator[tuple[Path, HostFirmware]]:
     assert shutil.which("tmux"), "tmux is installed by make test"
     host = HostFirmware().start()
     text = (REPO / "calibration" / "sim-rig.yaml").read_text()
-    text = text.replace("  port: sim ", f"  port: {host.port} ").replace("host_timeout_ms: 30000", "host_timeout_ms: 0")
+    text = text.replace("  kind: rigctl-host ", f"  kind: rigctl\n  port: {host.port} ")
+    text = text.replace("host_timeout_ms: 30000", "host_timeout_ms: 0")
     rig = tmp_path / "rig.yaml"
     rig.write_text(text)
     try:

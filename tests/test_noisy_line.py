@@ -22,7 +22,7 @@ POWER_CYCLE_AT_S = 4.0  # seconds after the devices open: after connecting, well
 
 def _run(directory: Path, phantoms: Path, **sim: object) -> tuple[float, str, Path, Path]:
     directory.mkdir()
-    rig_path = rig_file(directory, controller={"port": "simavr"}, motion={"settle_ms": 60}, sim=sim)
+    rig_path = rig_file(directory, controller={"kind": "simavr"}, motion={"settle_ms": 60}, sim=sim)
     session = session_file(directory, phantoms, rig_path)
     t0 = time.monotonic()
     result = run_rig("run", str(session), timeout=900)

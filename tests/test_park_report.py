@@ -14,10 +14,10 @@ from rig import cli
 from rig.config import load_session
 from rig.console import Notifier
 from rig.devices import Shot
+from rig.devices.kinds import open_devices
 from rig.engine import Engine
 from rig.manifest import Manifest
 from rig.plan import Plan
-from rig.rigs import open_devices
 from rig.store import RunStore
 
 

@@ -16,7 +16,7 @@ PRESETS = [{"pose": "front", "lighting": "bright"}, {"pose": "front", "lighting"
 def _brightness(tmp_path: Path, phantoms: Path, port: str) -> dict[tuple[str, str], float]:
     """Mean grey level of each accepted photo, by (image, lighting preset)."""
     tmp_path.mkdir()
-    rig = rig_file(tmp_path, controller={"port": port}, motion={"settle_ms": 60})
+    rig = rig_file(tmp_path, controller={"kind": port}, motion={"settle_ms": 60})
     session = session_file(tmp_path, phantoms, rig, conditions=PRESETS)
     result = run_rig("run", str(session), timeout=300)
     assert result.returncode == 0, result.stderr
@@ -31,7 +31,7 @@ def _brightness(tmp_path: Path, phantoms: Path, port: str) -> dict[tuple[str, st
 
 
 def test_lighting_presets_differ_on_the_simavr_rig_as_on_the_sim_rig(tmp_path: Path, phantoms: Path) -> None:
-    host = _brightness(tmp_path / "sim", phantoms, "sim")
+    host = _brightness(tmp_path / "sim", phantoms, "rigctl-host")
     avr = _brightness(tmp_path / "avr", phantoms, "simavr")
     images = {image for image, _ in host}
     host_ratio = np.array([host[i, "bright"] / host[i, "dim"] for i in sorted(images)])

@@ -16,7 +16,7 @@ PULSE_TOLERANCE_US = 1.0  # the pins are timed to 1/16 us; the firmware's servo 
 
 
 def test_session_on_the_real_firmware_in_simavr(tmp_path: Path, phantoms: Path) -> None:
-    rig_path = rig_file(tmp_path, controller={"port": "simavr"}, motion={"settle_ms": 60})
+    rig_path = rig_file(tmp_path, controller={"kind": "simavr"}, motion={"settle_ms": 60})
     session = session_file(tmp_path, phantoms, rig_path)
     result = run_rig("run", str(session))
     assert result.returncode == 0, result.stderr

@@ -25,7 +25,8 @@ def test_doctor_lists_the_virtual_camera_and_checks_a_rig(tmp_path: Path, phanto
 
 
 def test_doctor_reports_an_unreachable_controller_in_one_line(tmp_path: Path) -> None:
-    rig = (REPO / "calibration" / "sim-rig.yaml").read_text().replace("port: sim ", "port: /dev/ttyUSB-gone ")
+    rig = (REPO / "calibration" / "sim-rig.yaml").read_text()
+    rig = rig.replace("  kind: rigctl-host ", "  kind: rigctl\n  port: /dev/ttyUSB-gone ")
     (tmp_path / "rig.yaml").write_text(rig)
     result = run_rig("doctor", str(tmp_path / "rig.yaml"))
     assert result.returncode == 1

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class CameraFile:
@@ -31,10 +33,12 @@ class MotionState:
     targets: tuple[int, ...]
     lights: tuple[int, ...]  # 0..255
     moving: bool
-    flags: int  # controller-specific diagnostics (shown by jog); the engine does not rely on them
     # How often the driver found the controller had lost the commanded state (a reset, a safe state)
     # and re-applied it: a change between two readings means the state did not hold in between.
     restores: int = 0
+    # Anything else this controller reports, in words (e.g. "safe state after host silence"), shown by
+    # jog; the engine relies only on positions, lights, moving and restores, which every controller can report.
+    notes: tuple[str, ...] = ()
 
 
 class Motion(Protocol):
@@ -70,5 +74,19 @@ class Camera(Protocol):
 
     def download(self, shot: Shot) -> Sequence[CameraFile]:
         """Fetch the shot's files (e.g. RAW+JPEG) byte for byte; may run on another thread."""
+
+    def close(self) -> None: ...
+
+
+class Display(Protocol):
+    """A screen that shows one full-screen RGB frame at a time."""
+
+    width: int
+    height: int
+
+    def show(self, frame: np.ndarray) -> None:
+        """Put the frame on screen; returns once it is there (the display's settle frames)."""
+
+    def blank(self) -> None: ...
 
     def close(self) -> None: ...

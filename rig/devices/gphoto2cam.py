@@ -8,7 +8,9 @@ capture) or `CameraUnavailable` (an operator must act):
 - a lost connection (USB reset, cable, power): the session is closed, the *same* camera (model and
   serial, else port) is found again and initialised, the settings are re-applied and the capture is
   retaken;
-- store full, or a camera still dead after `max_reconnects`: `CameraUnavailable`, one line.
+- a full card (see STORE_FULL_CODES), or a camera still dead after `max_reconnects`:
+  `CameraUnavailable`, one line;
+- a request the camera refuses, or out of memory: `CameraError` (the engine retakes the capture).
 
 Attribution: a shot owns exactly the files its own `capture()` returned plus the FILE_ADDED events
 that arrived after it in the same session. Events queued before a capture are drained and dropped,
@@ -25,25 +27,62 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gphoto2 as gp
 
+from rig.config import GPhoto2CameraConfig
 from rig.devices import CameraFile, Shot
 from rig.errors import CameraError, CameraUnavailable, ConfigError
+
+if TYPE_CHECKING:
+    from rig.devices.kinds import Opening
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 BUSY_CODES = frozenset({gp.GP_ERROR_CAMERA_BUSY})
-# The virtual camera answers "out of memory" (-3) once its store is full; real ones say NO_SPACE.
-STORE_FULL_CODES = frozenset({gp.GP_ERROR_NO_SPACE, gp.GP_ERROR_NO_MEMORY})
-# Errors a reconnect cannot fix: the request itself is wrong or the file is gone.
+# How a full card shows (libgphoto2 2.5, camlibs/ptp2/library.c): NO_SPACE where a camlib says so;
+# the generic PTP capture turns PTP_RC_StoreFull (0x200C) into plain GP_ERROR ("PTP Store Full" goes
+# to the context only); a Canon EOS release refused with "no more memory on card?" is NO_MEMORY. So
+# apart from NO_SPACE, a failed capture asks the camera's storage info: no free images or space left
+# means the card is full, whatever the code. Otherwise NO_MEMORY means what it says.
+STORE_FULL_CODES = frozenset({gp.GP_ERROR_NO_SPACE})
+# Errors a reconnect cannot fix: the request itself is wrong, the file is gone, or memory ran out.
 HOPELESS_CODES = frozenset(
     {gp.GP_ERROR_NOT_SUPPORTED, gp.GP_ERROR_BAD_PARAMETERS, gp.GP_ERROR_FILE_NOT_FOUND,
-     gp.GP_ERROR_DIRECTORY_NOT_FOUND, gp.GP_ERROR_PATH_NOT_ABSOLUTE}
+     gp.GP_ERROR_DIRECTORY_NOT_FOUND, gp.GP_ERROR_PATH_NOT_ABSOLUTE, gp.GP_ERROR_NO_MEMORY}
 )
+
+
+class GPhoto2Failure(CameraError):
+    """An operation libgphoto2 refused in a way a retry of the capture may get past; `code` says how."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def storage_full(cam: Any) -> bool:
+    """Whether every storage the camera can photograph to reports no free images or no free space.
+
+    A card is read-write, or read-only-with-delete for the host (the camera still writes it)."""
+    try:
+        stores = cam.get_storageinfo()
+    except gp.GPhoto2Error:
+        return False
+    writable = [s for s in stores if not (s.fields & gp.GP_STORAGEINFO_ACCESS)
+                or s.access != gp.GP_STORAGEINFO_AC_READONLY]
+    if not writable:
+        return False
+
+    def full(s: Any) -> bool:
+        if s.fields & gp.GP_STORAGEINFO_FREESPACEIMAGES and s.freeimages == 0:
+            return True
+        return bool(s.fields & gp.GP_STORAGEINFO_FREESPACEKBYTES and s.freekbytes == 0)
+
+    return all(full(s) for s in writable)
 
 
 @dataclass(frozen=True)
@@ -376,12 +415,12 @@ class GPhoto2Camera:
                 return op(self._cam)
             except gp.GPhoto2Error as exc:
                 code, last = exc.code, exc
-                if code in STORE_FULL_CODES:
+                if code in STORE_FULL_CODES or (code not in BUSY_CODES and storage_full(self._cam)):
                     raise CameraUnavailable(
                         f"{name} cannot store more photos ({what}: {exc}); empty the card or "
                         f"download and delete its files, then resume the run") from None
                 if code in HOPELESS_CODES:
-                    raise CameraError(f"{name}: {what} failed ({exc})") from None
+                    raise GPhoto2Failure(f"{name}: {what} failed ({exc})", code) from None
                 if code in BUSY_CODES and busy < self.busy_retries:
                     delay = self.busy_backoff_s * 2 ** busy
                     busy += 1
@@ -509,3 +548,11 @@ class GPhoto2Camera:
                         log.warning("could not delete %s from the camera: %s", path, exc)
                 self._owner.pop(path, None)
             return files
+
+
+def open_camera(opening: Opening) -> GPhoto2Camera:
+    """`kind: gphoto2` (rig/devices/kinds.py): the tethered camera the rig file selects."""
+    c = opening.rig.camera
+    assert isinstance(c, GPhoto2CameraConfig)
+    return GPhoto2Camera(model=c.model, port=c.port, serial=c.serial, settings=c.settings,
+                         keep_on_camera=c.keep_on_camera)

@@ -13,12 +13,16 @@ from __future__ import annotations
 import logging
 import random
 import time
+from typing import TYPE_CHECKING
 
 from rig.command import rig_command
-from rig.config import RigConfig
+from rig.config import RigConfig, RigctlConfig
 from rig.devices import MotionState
-from rig.devices.link import Link
-from rig.errors import DeviceError
+from rig.devices.link import Link, PortUnavailable
+from rig.errors import ConfigError, DeviceError
+
+if TYPE_CHECKING:
+    from rig.devices.kinds import Opening
 
 log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
@@ -30,6 +34,17 @@ def _fields(payload: str) -> dict[str, str]:
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",")) if text else ()
+
+
+# The status flags (PROTOCOL.md "Status flags"), in words for the operator.
+FLAG_NOTES = {0x01: "EEPROM defaults restored at boot", 0x02: "safe state after host silence",
+              0x04: "booted by the watchdog"}
+
+
+def _notes(flags: int) -> tuple[str, ...]:
+    known = tuple(text for bit, text in FLAG_NOTES.items() if flags & bit)
+    unknown = flags & ~sum(FLAG_NOTES)
+    return known + ((f"flags {unknown:#x}",) if unknown else ())
 
 
 class RigController:
@@ -47,9 +62,9 @@ class RigController:
         self.restores = 0
 
     @classmethod
-    def connect(cls, url: str, rig: RigConfig) -> RigController:
+    def connect(cls, url: str, rig: RigConfig, baudrate: int = 115200) -> RigController:
         c = rig.controller
-        ctl = cls(Link.open(url, c.baudrate, reply_timeout_s=c.reply_timeout_s, give_up_s=c.give_up_s), rig)
+        ctl = cls(Link.open(url, baudrate, reply_timeout_s=c.reply_timeout_s, give_up_s=c.give_up_s), rig)
         ctl.setup()
         return ctl
 
@@ -148,7 +163,7 @@ class RigController:
             self.resets_seen += 1
             self._needs_restore = True
         return MotionState(_ints(f["pos"]), _ints(f["target"]), _ints(f["light"]), f["moving"] == "1",
-                           int(f["flags"], 16), self.restores)
+                           self.restores, _notes(int(f["flags"], 16)))
 
     def _status_fields(self, tries: int = 3) -> dict[str, str]:
         """A `status` reply whose fields parse. A reply can pass its CRC-16 and still be damaged (a
@@ -188,3 +203,15 @@ class RigController:
 
     def close(self) -> None:
         self.link.close()
+
+
+def open_controller(opening: Opening) -> RigController:
+    """`kind: rigctl`: the firmware on a real board, on the rig file's serial port."""
+    config = opening.rig.controller
+    assert isinstance(config, RigctlConfig)
+    try:
+        motion = RigController.connect(config.port, opening.rig, config.baudrate)
+    except PortUnavailable as e:
+        raise ConfigError(f"{opening.rig_path}: controller.port: {e}; check the cable or fix the port") from None
+    opening.stack.callback(motion.close)
+    return motion

@@ -27,7 +27,7 @@ class AvrSimulator:
 
     def __init__(self) -> None:
         if not RIGSIM.exists() or not ELF.exists():
-            raise DeviceError(f"controller.port simavr needs {RIGSIM.name} and {ELF.name}; "
+            raise DeviceError(f"controller.kind simavr needs {RIGSIM.name} and {ELF.name}; "
                               "build them with: make firmware")
         self.dir = Path(tempfile.mkdtemp(prefix="rig-simavr-"))
         self.pins_file = self.dir / "pins.txt"

@@ -21,7 +21,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from rig.devices import CameraFile, Shot
+from rig.devices.kinds import Opening
 from rig.sim.studio import Scene, Studio
+from rig.sim.world import photographed
 
 
 class SimCamera:
@@ -92,3 +94,17 @@ def truth(jpeg: bytes) -> tuple[tuple[float, ...], tuple[int, ...]] | None:
         return None
     kv = dict(p.split("=", 1) for p in text[len(_TRUTH):].decode().split())
     return tuple(float(v) for v in kv["pulses"].split(",")), tuple(int(v) for v in kv["lights"].split(","))
+
+
+def studio(opening: Opening) -> Studio:
+    """The opening's studio; `--fast` (Opening.fast) drops its simulated latencies."""
+    made = Studio(opening.rig)
+    if opening.fast:
+        made.sim = made.sim.model_copy(update={"time_scale": 0.0})
+    return made
+
+
+def open_camera(opening: Opening) -> SimCamera:
+    """`kind: sim` (rig/devices/kinds.py): photographs the simulated display from the simulated controller's pose."""
+    physical, screen = photographed(opening)
+    return SimCamera(studio(opening), screen, physical)

@@ -5,7 +5,9 @@ pointing there and `VCAMERADIR` at a folder holding one JPEG, libgphoto2's real 
 a virtual camera whose captures return that JPEG. The folder (file list *and sizes*) is read at each
 camera init, so every frame we write must have exactly the size the file had then: frames are
 padded with zeros after their EOI marker. `SimGPhoto2Camera` renders a frame per trigger, puts it
-there and drives the real `GPhoto2Camera`; only it strips the padding (a sim artefact).
+there and drives the real `GPhoto2Camera`; only it strips the padding (a sim artefact), and only it
+reads the virtual camera's "out of memory" after ~26 captures in one process as a full store (a
+real camera's full card is recognised by the driver from what real cameras report).
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import gphoto2 as gp
+
+from rig.config import SimGPhoto2CameraConfig
 from rig.devices import CameraFile, Shot
-from rig.devices.gphoto2cam import GPhoto2Camera
-from rig.errors import CameraError
+from rig.devices.gphoto2cam import GPhoto2Camera, GPhoto2Failure
+from rig.devices.kinds import Opening
+from rig.errors import CameraError, CameraUnavailable
+from rig.sim.world import photographed
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +189,13 @@ class SimGPhoto2Camera:
                 self._fetched[shot.number] = self._fetch(shot)
             assert self.vdir is not None, "open() first"
             self.vdir.put_frame(jpeg)
-            shot = self.camera.trigger()
+            try:
+                shot = self.camera.trigger()
+            except GPhoto2Failure as e:
+                if e.code == gp.GP_ERROR_NO_MEMORY:  # the virtual camera's way of saying its store is full
+                    raise CameraUnavailable(f"virtual camera cannot store more photos ({e}); start a new "
+                                            "process (it counts its captures per process), then resume") from None
+                raise
             self._pending[shot.number] = shot
             self._sha[shot.number] = hashlib.sha256(jpeg).hexdigest()
             return shot
@@ -203,3 +216,20 @@ class SimGPhoto2Camera:
             if shot.number not in self._pending:
                 raise CameraError(f"shot {shot.number} is unknown or already downloaded")
             return self._fetch(shot)
+
+
+def open_camera(opening: Opening) -> SimGPhoto2Camera:
+    """`kind: sim-gphoto2` (rig/devices/kinds.py): the studio's photo through the virtual USB camera."""
+    from rig.sim.camera import studio
+    from rig.sim.studio import Scene
+
+    config = opening.rig.camera
+    assert isinstance(config, SimGPhoto2CameraConfig)
+    physical, screen = photographed(opening)
+    made = studio(opening)
+
+    def render() -> bytes:  # what the camera sees at the trigger
+        pulses, lights = physical()
+        return made.jpeg(Scene(screen(), pulses, lights))
+
+    return SimGPhoto2Camera(render, settings=config.settings, keep_on_camera=config.keep_on_camera)
