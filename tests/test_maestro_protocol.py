@@ -311,7 +311,7 @@ def test_serial_timeout_is_repaired_and_counted_as_a_restore() -> None:
             assert maestro.core.channels[0].target == 6000  # on its way home (at its last speed)
         assert maestro.physical()[1][0] == 0  # the dimmer's channel goes to its off pulse
         st = ctl.state()
-        assert st.restores == 1 and st.flags == drv.SERIAL_TIMEOUT
+        assert st.restores == 1 and st.notes == (drv.ERROR_BITS[5][0],)
         assert st.positions[:2] == (1700, 1300) and st.lights == (90, 40) and not st.moving
 
 

@@ -303,7 +303,7 @@ class Maestro:
         self._last_q: dict[int, int] = {}  # positions (quarter-us) of the last state read
         self._needs_restore = False
         self.restores = 0
-        self.last_errors = 0  # the last non-zero error register seen (MotionState.flags)
+        self.last_errors = 0  # the last non-zero error register seen (MotionState.notes)
         self.leftover_errors = 0  # what the register held at connect (from before this host)
 
     # ------------------------------------------------------------ connect
@@ -550,7 +550,8 @@ class Maestro:
         n_light = max(self.lights, default=-1) + 1
         lights = tuple(self._level(i, pos.get(self.lights[i].channel, 0)) if i in self.lights else 0
                        for i in range(n_light))
-        return MotionState(positions, targets, lights, moving, self.last_errors, self.restores)
+        notes = tuple(describe_errors(self.last_errors).split(", ")) if self.last_errors else ()
+        return MotionState(positions, targets, lights, moving, self.restores, notes)
 
     def park(self) -> None:
         """Lights off, servos to their park pulses at their slew limits."""
