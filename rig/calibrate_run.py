@@ -35,8 +35,8 @@ from rig.calibrate import (
 from rig.calibration import AngleRecord, CalibrationFile, IntrinsicsRecord, PoseRecord, RangeRecord, now
 from rig.command import rig_command
 from rig.config import RigConfig
-from rig.errors import RigError
 from rig.devices.kinds import Devices
+from rig.errors import RigError
 
 
 class Shooter:

@@ -281,8 +281,8 @@ def _remove_output(output: Path, created: Path) -> None:
 
 
 def _run_locked(args: argparse.Namespace, session: Session, plan: Plan, digest: tuple[str, int]) -> int:
-    from rig.engine import Engine
     from rig.devices.kinds import open_devices
+    from rig.engine import Engine
 
     repeats = plan.repeats
     resuming = RunStore.exists(session.output)
@@ -579,8 +579,8 @@ def cmd_jog(args: argparse.Namespace) -> int:
 
     from rig.calibration import load
     from rig.config import load_rig
-    from rig.jog import Jog, run
     from rig.devices.kinds import Opening, open_controller
+    from rig.jog import Jog, run
 
     rig = load_rig(args.rig)
     with ExitStack() as stack:  # jogging needs the controller only, not the camera or the display

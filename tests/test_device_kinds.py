@@ -15,7 +15,7 @@ import yaml
 from conftest import REPO
 
 from rig.config import PygameDisplayConfig, load_rig
-from rig.display import PygameDisplay
+from rig.devices.display import PygameDisplay
 from rig.errors import ConfigError, DeviceError
 
 

@@ -87,7 +87,7 @@ def test_sigterm_while_a_long_plan_is_built_stops_promptly(tmp_path: Path, phant
 def test_sigterm_still_stops_a_process_once_the_display_is_open() -> None:
     """SDL installs its own SIGTERM handler when a display opens unless told not to: it would swallow
     the operator's SIGTERM in every stage after the display opened (calibration, a run's start-up)."""
-    code = ("from rig.config import PygameDisplayConfig; from rig.display import PygameDisplay; import time\n"
+    code = ("from rig.config import PygameDisplayConfig; from rig.devices.display import PygameDisplay; import time\n"
             "d = PygameDisplay(PygameDisplayConfig(kind='pygame', width=64, height=64, headless=True))\n"
             "print('open', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, text=True, stdout=subprocess.PIPE)

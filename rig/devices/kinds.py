@@ -30,7 +30,7 @@ FACTORIES: dict[str, dict[str, str]] = {
         "sim-gphoto2": "rig.sim.vcam:open_camera",
     },
     "display": {
-        "pygame": "rig.display:open_display",
+        "pygame": "rig.devices.display:open_display",
         "sim": "rig.sim.display:open_display",
     },
 }

@@ -14,8 +14,8 @@ import random
 import numpy as np
 
 from rig.config import PygameDisplayConfig, SimDisplayConfig
+from rig.devices.display import PygameDisplay
 from rig.devices.kinds import Opening
-from rig.display import PygameDisplay
 from rig.sim.world import world
 
 
