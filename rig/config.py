@@ -411,6 +411,17 @@ class ConditionConfig(Strict):
         return self.name or f"{self.pose}-{self.lighting}"
 
 
+class WindowConfig(Strict):
+    """How a 12- to 16-bit image (DICOM, 16-bit PNG/TIFF) is shown: DICOM's LINEAR window, in the image's own
+    values (after a DICOM's modality rescale). It replaces the file's own VOI LUT or window."""
+
+    center: float = Field(strict=False)
+    width: float = Field(ge=1, strict=False)
+
+    def pair(self) -> tuple[float, float]:
+        return self.center, self.width
+
+
 class QAConfig(Strict):
     """What every photo must show before it is accepted (the rest is retaken)."""
 
@@ -439,6 +450,8 @@ class SessionConfig(Strict):
     failure_streak: int = Field(5, ge=0, description="pause when this many consecutive items failed the same "
                                                      "check (0: never pause)")
     fiducials: bool = Field(True, description="ArUco markers in the letterbox margins: frame id + screen corners")
+    window: WindowConfig | None = Field(None, description="show 12- to 16-bit images through this window instead "
+                                        "of a DICOM's own VOI or a 16-bit image's own range")
     qa: QAConfig = QAConfig()
 
 

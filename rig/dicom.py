@@ -106,6 +106,15 @@ class DicomIdentity:
                 "AccessionNumber": self.accession_number}
 
 
+def dicom_size(path: Path | str) -> tuple[int, int]:
+    """Columns x Rows from the tags alone (the pixel cap is checked before anything is decoded)."""
+    ds = _open(Path(path), ["Rows", "Columns"])
+    size = int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
+    if not all(size):  # no image: let the full read say why (not an image, no pixel data, ...)
+        read_dicom(path, None, 2 ** 62)
+    return size
+
+
 def dicom_identity(path: Path | str) -> DicomIdentity:
     """The file's identifiers from its tags (the pixel data is not read); ImageError if it has none."""
     path = Path(path)

@@ -187,6 +187,7 @@ class Engine:
         root = self.session.image_root or self.session.image_folder
         band = self.layout.band if self.layout else 0
         cap = self.session.config.max_image_pixels
+        window = self.session.config.window.pair() if self.session.config.window else None
         ahead: dict[int, Future[Prepared]] = {}
         for item, upcoming in self._items():
             if self._stopping():
@@ -197,8 +198,8 @@ class Engine:
                 break
             for nxt in upcoming:
                 if nxt.seq not in ahead:
-                    ahead[nxt.seq] = prefetch.submit(prepare, nxt.file, w, h, root, band, cap)
-            fut = ahead.pop(item.seq, None) or prefetch.submit(prepare, item.file, w, h, root, band, cap)
+                    ahead[nxt.seq] = prefetch.submit(prepare, nxt.file, w, h, root, band, cap, window)
+            fut = ahead.pop(item.seq, None) or prefetch.submit(prepare, item.file, w, h, root, band, cap, window)
             try:
                 prepared = fut.result()
             except ValueError as e:

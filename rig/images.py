@@ -2,8 +2,10 @@
 for `rig run` (the presenter's frames) and `rig synth`.
 
 Decoding goes through a registry of decoders, each found by the file's magic bytes (or, failing that,
-its suffix): OpenCV's for JPEG, PNG (8- and 16-bit), BMP and TIFF today; another format (DICOM, with
-its windowing) plugs in with one `DECODERS.register(...)`. Every decoder returns 8-bit pixels.
+its suffix): OpenCV's for JPEG, PNG, BMP and TIFF, and pydicom's for DICOM (rig/dicom.py); another format
+plugs in with one `DECODERS.register(...)`. Every decoder returns the monitor's 8-bit pixels: a 12- to
+16-bit image (DICOM, 16-bit PNG or TIFF) goes through a window (the session's `window:`, else the file's
+own VOI for DICOM, else the image's own range) and a correctly rounded tone map (rig/tone.py).
 
 The size in the file's header is checked against a pixel cap before anything is decoded (a tiny file can
 claim 60000x60000 and OpenCV would raise, or allocate gigabytes), and whatever a decoder raises becomes
@@ -21,7 +23,9 @@ import cv2
 import imagesize
 import numpy as np
 
+from rig.errors import ImageError
 from rig.manifest import inside_root
+from rig.tone import Window, display_wide
 
 DEFAULT_MAX_PIXELS = 100_000_000  # the session's `max_image_pixels` default
 HEAD_BYTES = 132  # enough for every magic: DICOM's "DICM" sits at offset 128
@@ -37,7 +41,7 @@ class Decoder:
     suffixes: tuple[str, ...]  # lower case, with the dot
     magics: tuple[tuple[int, bytes], ...]  # (offset, bytes) any of which marks the format
     size: Callable[[Path], tuple[int, int]]  # width, height from the header alone; (-1, -1) if none
-    decode: Callable[[Path, Mode], np.ndarray | None]  # None or an exception: cannot be decoded
+    decode: Callable[[Path, Mode, Window | None], np.ndarray | None]  # None or an exception: cannot be decoded
 
     def recognises(self, head: bytes) -> bool:
         return any(head[offset:offset + len(magic)] == magic for offset, magic in self.magics)
@@ -69,10 +73,24 @@ def _opencv_size(path: Path) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def _opencv_decode(path: Path, mode: Mode) -> np.ndarray | None:
-    """8-bit whatever the file's depth: IMREAD_COLOR / IMREAD_GRAYSCALE scale 16-bit samples down."""
-    image: np.ndarray | None = cv2.imdecode(np.fromfile(path, np.uint8), _OPENCV_FLAGS[mode])
+_WIDE_MAGICS = (b"\x89PNG", b"II*\x00", b"MM\x00*")  # PNG and TIFF can hold 16-bit samples
+
+
+def _opencv_decode(path: Path, mode: Mode, window: Window | None) -> np.ndarray | None:
+    """8-bit pixels. A PNG or TIFF is read as stored: 16-bit samples go through the window (not OpenCV's
+    IMREAD_COLOR, which keeps their top 8 bits and so shows a 12-bit x-ray nearly black)."""
+    data = np.fromfile(path, np.uint8)
+    if bytes(data[:4]) in _WIDE_MAGICS:
+        raw: np.ndarray | None = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        if raw is not None and raw.dtype != np.uint8:
+            return _as_mode(display_wide(raw, window), mode)
+    image: np.ndarray | None = cv2.imdecode(data, _OPENCV_FLAGS[mode])
     return image
+
+
+def _as_mode(grey: np.ndarray, mode: Mode) -> np.ndarray:
+    converted: np.ndarray = grey if mode == "gray" else cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    return converted
 
 
 OPENCV = Decoder(
@@ -80,12 +98,30 @@ OPENCV = Decoder(
     magics=((0, b"\xff\xd8\xff"), (0, b"\x89PNG\r\n\x1a\n"), (0, b"BM"), (0, b"II*\x00"), (0, b"MM\x00*")),
     size=_opencv_size, decode=_opencv_decode)
 
-DECODERS = DecoderRegistry([OPENCV])
+
+
+def _dicom_size(path: Path) -> tuple[int, int]:
+    from rig.dicom import dicom_size  # pydicom is imported when a DICOM file is met, not by every command
+
+    return dicom_size(path)
+
+
+def _dicom_decode(path: Path, mode: Mode, window: Window | None) -> np.ndarray:
+    from rig.dicom import read_dicom
+
+    return _as_mode(read_dicom(path, window, max_pixels=2 ** 62), mode)  # decode_image checked the size
+
+
+DICOM = Decoder(name="DICOM (pydicom)", suffixes=(".dcm", ".dicom"), magics=((128, b"DICM"),),
+                size=_dicom_size, decode=_dicom_decode)
+
+DECODERS = DecoderRegistry([OPENCV, DICOM])
 
 
 def decode_image(path: Path | str, mode: Mode = "color", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 registry: DecoderRegistry = DECODERS) -> np.ndarray:
-    """The decoded 8-bit image; ValueError with the reason if it cannot be had."""
+                 registry: DecoderRegistry = DECODERS, window: Window | None = None) -> np.ndarray:
+    """The decoded 8-bit image; ValueError with the reason if it cannot be had. `window` (center, width in
+    the image's own values) is how a 12- to 16-bit image is shown; 8-bit images ignore it."""
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -100,6 +136,8 @@ def decode_image(path: Path | str, mode: Mode = "color", max_pixels: int = DEFAU
         raise ValueError(f"image cannot be decoded: {path} (no decoder knows this format; known: {known})")
     try:
         w, h = decoder.size(path)
+    except ImageError:  # already one line naming the file and what to do
+        raise
     except Exception as e:  # a damaged header (imagesize may raise anything)
         raise ValueError(f"image cannot be decoded: {path} (unreadable header: {e})") from None
     if w <= 0 or h <= 0:
@@ -109,7 +147,9 @@ def decode_image(path: Path | str, mode: Mode = "color", max_pixels: int = DEFAU
                          f"{max_pixels:,} (a decompression bomb?); "
                          "raise 'max_image_pixels' in the session if it is real")
     try:
-        image = decoder.decode(path, mode)
+        image = decoder.decode(path, mode, window)
+    except ImageError:
+        raise
     except Exception as e:  # cv2.error, MemoryError, ...: whatever the decoder raises fails this image only
         detail = (str(e).strip().splitlines() or [type(e).__name__])[-1]
         raise ValueError(f"image cannot be decoded: {path} ({detail})") from None
@@ -148,7 +188,7 @@ def _letterbox(image: np.ndarray, width: int, height: int, band: int) -> tuple[n
 
 
 def prepare(path: Path | str, width: int, height: int, root: Path | None = None, band: int = 0,
-            max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
+            max_pixels: int = DEFAULT_MAX_PIXELS, window: Window | None = None) -> Prepared:
     """Decode an image file and letterbox it; a file that cannot be shown raises ValueError with the reason.
     With `root`, a file that a symbolic link takes outside the image root is refused."""
     path = Path(path)
@@ -156,7 +196,7 @@ def prepare(path: Path | str, width: int, height: int, root: Path | None = None,
         raise ValueError(f"image not found: {path}")
     if root is not None and not inside_root(path, root):
         raise ValueError(f"image path leaves the image root through a link: {path}")
-    image = decode_image(path, "color", max_pixels)
+    image = decode_image(path, "color", max_pixels, window=window)
     try:
         canvas, rect = _letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), width, height, band)
     except Exception as e:  # cv2.error, MemoryError: this image fails, never the run

@@ -21,7 +21,10 @@ CHEXPERT_LABELS = (
     "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
 )
 SAMPLE_SIZE = 100  # images checked for existence before a run
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}  # what rig/images.py decodes
+DICOM_SUFFIXES = (".dcm", ".dicom")
+# A folder's DICOM files are identified by their tags: these become the manifest's columns (never a name).
+DICOM_COLUMNS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL, newline, ...: never part of a real file name
 _CHEXPERT_PATH = re.compile(r"(?:^|/)(patient\d+)/(study\d+)/([^/]+)$")
 
@@ -57,7 +60,8 @@ class Manifest:
             assert folder is not None
             if not folder.is_dir():
                 raise ConfigError(f"{folder}: image folder not found; fix 'manifest.folder'")
-            self.label_columns = ()
+            has_dicom = any(p.suffix.lower() in DICOM_SUFFIXES for p in folder.rglob("*"))
+            self.label_columns = DICOM_COLUMNS if has_dicom else ()
 
     @property
     def describe(self) -> str:
@@ -137,10 +141,31 @@ class Manifest:
         assert self.folder is not None
         root = self.folder.resolve()
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        blank = ("",) * len(self.label_columns)
         for file in files:
             rel = PurePosixPath(file.relative_to(root).as_posix())
+            if file.suffix.lower() in DICOM_SUFFIXES:
+                row = _dicom_row(file, rel)
+                if row is not None:
+                    yield str(file), row
+                    continue
             study = str(rel.parent) if str(rel.parent) != "." else rel.stem
-            yield str(file), ManifestRow(str(rel), study, str(rel), str(file), ())
+            yield str(file), ManifestRow(str(rel), study, str(rel), str(file), blank)
+
+
+def _dicom_row(file: Path, rel: PurePosixPath) -> ManifestRow | None:
+    """A DICOM file's row: study and image IDs from its tags (PatientID/StudyInstanceUID/SOPInstanceUID),
+    its identifiers as columns. None if its tags cannot be read: the path-based row then fails its item
+    with the reason when it is shown, and never stops the plan."""
+    from rig.dicom import dicom_identity  # pydicom only for folders that hold DICOM files
+    from rig.errors import ImageError
+
+    try:
+        ident = dicom_identity(file)
+    except ImageError:
+        return None
+    columns = ident.columns()
+    return ManifestRow(ident.image_id, ident.study_id, str(rel), str(file), tuple(columns[c] for c in DICOM_COLUMNS))
 
 
 def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:

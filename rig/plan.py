@@ -39,10 +39,12 @@ class Plan:
     manifest: Manifest
     conditions: tuple[PlannedCondition, ...]
     repeats: int
+    window: tuple[float, float] | None = None  # how 12- to 16-bit images are shown (None: their own VOI/range)
 
     @classmethod
     def of(cls, session: Session, manifest: Manifest) -> Plan:
-        return cls(manifest, tuple(planned_conditions(session)), session.config.repeats)
+        window = session.config.window.pair() if session.config.window else None
+        return cls(manifest, tuple(planned_conditions(session)), session.config.repeats, window)
 
 
 def planned_conditions(session: Session) -> list[PlannedCondition]:

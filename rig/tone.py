@@ -9,12 +9,8 @@ the windowed value (rounded half up), never a truncation, so a window maps its t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
-
-from rig.errors import ImageError
 
 Window = tuple[float, float]  # (center, width), DICOM's convention, in the image's own values
 DISPLAY_LEVELS = 255  # the top level of the monitor's 8 bits
@@ -72,20 +68,3 @@ def display_wide(values: np.ndarray, window: Window | None = None) -> np.ndarray
         levels: np.ndarray = table[values]
         return levels
     return to_display(linear_window(values, window))
-
-
-def read_wide_image(path: Path | str, window: Window | None, max_pixels: int) -> np.ndarray:
-    """A PNG or TIFF of any bit depth, read as stored (OpenCV IMREAD_UNCHANGED), as 8-bit greyscale (H, W).
-
-    The size in the header is checked against `max_pixels` before decoding (rig/images.py); a file that
-    cannot be had raises an ImageError (a ValueError: its item fails) naming it.
-    """
-    from rig.images import decode_image  # here, not at the top: the decoder registry there imports this module
-
-    try:
-        values = decode_image(path, cv2.IMREAD_UNCHANGED, max_pixels)
-        return display_wide(values, window)
-    except ImageError:
-        raise
-    except ValueError as e:
-        raise ImageError(str(e) if str(path) in str(e) else f"image cannot be shown: {path} ({e})") from None

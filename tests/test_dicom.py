@@ -27,9 +27,8 @@ from rig.demo_dicom import VoiLut, phantom_12bit, write_dicom
 from rig.demo_dicom import main as demo_main
 from rig.dicom import dicom_identity, is_dicom, read_dicom
 from rig.errors import ImageError, RigError
-from rig.images import DEFAULT_MAX_PIXELS
+from rig.images import DEFAULT_MAX_PIXELS, decode_image
 from rig.manifest import Manifest
-from rig.tone import read_wide_image
 
 H, W = 80, 96
 CAP = DEFAULT_MAX_PIXELS  # the session's max_image_pixels default
@@ -159,10 +158,10 @@ def test_16bit_png_and_tiff_get_the_same_treatment(tmp_path: Path, stored: np.nd
     wide = (stored * 16 + 7).astype(np.uint16)  # 16-bit values
     path = tmp_path / f"x{suffix}"
     assert cv2.imwrite(str(path), wide)
-    own = read_wide_image(path, None, CAP)
+    own = decode_image(path, "gray", CAP, window=None)
     lo, hi = float(wide.min()), float(wide.max())
     assert same_picture(own, on_monitor((wide - lo) / (hi - lo), monochrome1=False))
-    windowed = read_wide_image(path, (30000.0, 40001.0), CAP)
+    windowed = decode_image(path, "gray", CAP, window=(30000.0, 40001.0))
     assert same_picture(windowed, on_monitor(dicom_linear(wide.astype(np.float64), 30000.0, 40001.0), False))
 
 
@@ -170,7 +169,7 @@ def test_8bit_png_is_shown_as_stored(tmp_path: Path, stored: np.ndarray) -> None
     eight = (stored // 16).astype(np.uint8)
     path = tmp_path / "x.png"
     assert cv2.imwrite(str(path), eight)
-    assert np.array_equal(read_wide_image(path, (10.0, 20.0), CAP), eight)
+    assert np.array_equal(decode_image(path, "gray", CAP, window=(10.0, 20.0)), eight)
 
 
 # ---------------------------------------------------------------- bad input: one line, the file, what to do

@@ -11,6 +11,7 @@ import pytest
 from conftest import png_claiming
 
 from rig.images import DECODERS, OPENCV, Decoder, DecoderRegistry, Mode, decode_image, prepare
+from rig.tone import Window
 
 
 def test_sixteen_bit_png_decodes_to_its_eight_bit_high_byte(tmp_path: Path) -> None:
@@ -44,7 +45,7 @@ def _toy_registry() -> DecoderRegistry:
         head = path.read_bytes()[:6]
         return head[4], head[5]
 
-    def decode(path: Path, mode: Mode) -> np.ndarray:
+    def decode(path: Path, mode: Mode, window: Window | None) -> np.ndarray:  # an 8-bit format: no window
         data = path.read_bytes()
         gray = np.frombuffer(data[6:], np.uint8).reshape(data[5], data[4])
         return gray if mode == "gray" else cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)

@@ -108,6 +108,9 @@ class PlanRecords(Queries):
         old_reps = int(self.meta("repeats") or 0)
         if plan.repeats != old_reps:
             changes.append(f"repeats: {old_reps} -> {plan.repeats}")
+        old_window = self.meta("window") or "null"  # runs from before `window:` showed every image its own way
+        if json.dumps(plan.window) != old_window:
+            changes.append(f"window: {old_window} -> {json.dumps(plan.window)} (12- to 16-bit images look different)")
         return changes
 
     def kept_by_replan(self, plan: Plan) -> int:
@@ -174,7 +177,10 @@ class PlanRecords(Queries):
         return [(c.label, c.key()) for c in self.conditions().values()]
 
     def _unchanged_labels(self, plan: Plan) -> list[str]:
-        """Labels of the conditions the new plan keeps exactly as the stored one has them."""
+        """Labels of the conditions the new plan keeps exactly as the stored one has them (none when the
+        window changed: every wide image's photo would look different)."""
+        if json.dumps(plan.window) != (self.meta("window") or "null"):
+            return []
         old_keys = dict(self._condition_keys())
         return [c.label for c in plan.conditions if old_keys.get(c.label) == c.key()]
 
@@ -206,4 +212,4 @@ def write_plan(db: sqlite3.Connection, plan: Plan) -> None:
     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", {
         "manifest_digest": digest.hexdigest(), "manifest_rows": str(n_images),
         "label_columns": json.dumps(manifest.label_columns), "repeats": str(plan.repeats),
-        "manifest_source": manifest.describe}.items())
+        "window": json.dumps(plan.window), "manifest_source": manifest.describe}.items())
