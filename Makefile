@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml
 demo/data/train.csv: $(STAMP) rig/demo_data.py
 	$(BIN)/python -m rig.demo_data demo/data
 
-demo: $(STAMP) host demo/data/train.csv
+# Phantom DICOMs (12-bit, MONOCHROME1 and 2, VOI LUT, RLE) for sessions/demo-dicom.yaml.
+demo/dicom/train.csv: $(STAMP) rig/demo_dicom.py
+	$(BIN)/python -m rig.demo_dicom demo/dicom
+
+demo: $(STAMP) host demo/data/train.csv demo/dicom/train.csv
 	$(BIN)/rig run sessions/demo.yaml
 	$(BIN)/rig status sessions/demo.yaml
 	$(BIN)/rig export sessions/demo.yaml --out demo/export
@@ -52,4 +56,4 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf demo/run demo/export demo/data
+	rm -rf demo/run demo/export demo/data demo/dicom
