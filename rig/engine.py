@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import cv2
 
-from rig.config import Session
+from rig.session import Session
 from rig.devices import CameraFile, MotionState, Shot
 from rig.display import Prepared, draw_fiducials, fiducial_layout, prepare
 from rig.errors import CameraError, CameraUnavailable, DeviceError, RigError

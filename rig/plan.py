@@ -7,7 +7,7 @@ moves the camera arm at most C times, however many images it has.
 
 from __future__ import annotations
 
-from rig.config import Session
+from rig.session import Session
 from rig.store import PlannedCondition
 
 

@@ -27,8 +27,8 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
 from rig import __version__
-from rig.calibration import calibration_path
-from rig.config import Session
+from rig.calibration.file import calibration_path
+from rig.session import Session
 from rig.store import RunStore
 
 REPORT_NAME = "report.html"

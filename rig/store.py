@@ -280,7 +280,7 @@ class RunStore:
         return row[0] if row else None
 
     def record_context(self, context: dict[str, object]) -> None:
-        """Keep what describes the rig from now on (rig/calibration.py capture_context), stamped with the
+        """Keep what describes the rig from now on (rig/calibration/file.py capture_context), stamped with the
         time: each photo is described by the newest context from before it was taken."""
         contexts = [*self.contexts(), {"at": time.time(), **context}]
         with self.transaction():

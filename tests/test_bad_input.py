@@ -334,7 +334,7 @@ def test_repeated_failures_of_one_kind_are_summarised(tmp_path: Path, phantoms: 
 
 
 def test_moved_image_folder_resumes_against_the_new_root(tmp_path: Path, phantoms: Path) -> None:
-    from rig.config import load_session
+    from rig.session import load_session
     from rig.manifest import Manifest
     from rig.plan import planned_conditions
     from rig.store import RunStore

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import rig_file, session_file
 
-from rig.config import Session, load_session
+from rig.session import Session, load_session
 from rig.devices import Shot
 from rig.devices.rigctl import RigController
 from rig.display import Display

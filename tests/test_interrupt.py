@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import REPO, RIG_BIN, rig_file, run_rig, session_file
 
-from rig.config import load_session
+from rig.session import load_session
 from rig.engine import Engine
 from rig.manifest import Manifest
 from rig.plan import planned_conditions

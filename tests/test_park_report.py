@@ -11,7 +11,7 @@ import pytest
 from conftest import rig_file, session_file
 
 from rig import cli
-from rig.config import load_session
+from rig.session import load_session
 from rig.console import Notifier
 from rig.devices import Shot
 from rig.engine import Engine

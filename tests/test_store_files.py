@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import rig_file, session_file
 
-from rig.config import load_session
+from rig.session import load_session
 from rig.devices import CameraFile
 from rig.manifest import Manifest
 from rig.plan import planned_conditions

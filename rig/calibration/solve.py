@@ -1,10 +1,8 @@
-"""Measuring the rig from photos of a ChArUco board shown on its own monitor.
+"""Geometry solved from board photos: intrinsics, camera pose (solvePnP), the arm's pivot and angles,
+screen corners and homography, and a lamp's angle from its highlight in the glass.
 
-The board is drawn pixel-exact on the screen, so its corners are known in millimetres on the screen
-plane (origin at the screen centre, x right, y down, z into the screen: the studio's world frame).
-From photos of it this module computes the camera's intrinsics, the camera pose for a servo
-setting (solvePnP), pulse -> angle fits, per-pose screen geometry and safe angle ranges. It works
-the same on the simulated and a real rig: it only uses the Motion, Display and Camera devices.
+Pure functions of photos and detections; the procedures that take the photos are in procedures.py.
+World frame: millimetres, origin at the screen centre, x right, y down, z into the screen.
 """
 
 from __future__ import annotations
@@ -15,72 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-BOARD_DICT = cv2.aruco.DICT_5X5_250
-
-
-@dataclass(frozen=True)
-class Board:
-    """A ChArUco board drawn at an exact pixel scale in the middle of the display."""
-
-    cols: int
-    rows: int
-    square_px: int
-    display_w: int
-    display_h: int
-    pitch_mm: tuple[float, float]  # monitor pixel pitch, x and y
-
-    @classmethod
-    def for_display(cls, width: int, height: int, screen_mm: tuple[float, float], cols: int = 11,
-                    rows: int = 8) -> Board:
-        """The largest board of square pixels that fits the display with half a square to spare."""
-        square = int(min(width / (cols + 0.5), height / (rows + 0.5)))
-        return cls(cols, rows, square, width, height, (screen_mm[0] / width, screen_mm[1] / height))
-
-    @property
-    def origin_px(self) -> tuple[int, int]:
-        return (self.display_w - self.cols * self.square_px) // 2, (self.display_h - self.rows * self.square_px) // 2
-
-    def charuco(self) -> cv2.aruco.CharucoBoard:
-        """The OpenCV board in screen-pixel units (its squares are square in pixels, not always in mm)."""
-        return cv2.aruco.CharucoBoard((self.cols, self.rows), float(self.square_px), self.square_px * 0.72,
-                                      cv2.aruco.getPredefinedDictionary(BOARD_DICT))
-
-    def frame(self) -> np.ndarray:
-        """The RGB frame to show fullscreen: the board on white, exact pixels, no scaling."""
-        img = self.charuco().generateImage((self.cols * self.square_px, self.rows * self.square_px), marginSize=0)
-        canvas = np.full((self.display_h, self.display_w), 255, np.uint8)
-        x0, y0 = self.origin_px
-        canvas[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
-        return cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB)
-
-    def screen_points_mm(self, ids: np.ndarray) -> np.ndarray:
-        """Screen-plane coordinates (mm, z = 0) of the board's inner corners with these ids."""
-        corners = self.charuco().getChessboardCorners()[ids.ravel()]  # px from the board's top-left
-        x0, y0 = self.origin_px
-        px, py = self.pitch_mm
-        u, v = corners[:, 0] + x0, corners[:, 1] + y0  # pixel-edge coordinates on the screen
-        return np.stack([(u - self.display_w / 2) * px, (v - self.display_h / 2) * py, np.zeros(len(u))], axis=1)
-
-    def screen_outline_mm(self) -> np.ndarray:
-        """The screen's four corners on the same plane (top-left, top-right, bottom-right, bottom-left)."""
-        w, h = self.display_w * self.pitch_mm[0] / 2, self.display_h * self.pitch_mm[1] / 2
-        return np.array([[-w, -h, 0], [w, -h, 0], [w, h, 0], [-w, h, 0]], np.float64)
-
-
-@dataclass(frozen=True)
-class Detection:
-    corners: np.ndarray  # (N, 2) photo pixels
-    ids: np.ndarray  # (N,)
-
-
-def detect(board: Board, photo: np.ndarray, min_corners: int = 12) -> Detection | None:
-    """Find the board's inner corners in a photo (grey or colour), refined to sub-pixel."""
-    gray = photo if photo.ndim == 2 else cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
-    detector = cv2.aruco.CharucoDetector(board.charuco())
-    corners, ids, _, _ = detector.detectBoard(gray)
-    if ids is None or len(ids) < min_corners:
-        return None
-    return Detection(corners.reshape(-1, 2).astype(np.float64), ids.ravel().astype(np.int32))
+from rig.calibration.board import Board, Detection
 
 
 @dataclass(frozen=True)
@@ -147,6 +80,22 @@ def arm_angles(centre_mm: np.ndarray, pivot_mm: np.ndarray) -> tuple[float, floa
     return pan, tilt
 
 
+def fit_pivot(centres_mm: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The sphere through camera centres (N, 3): its centre (the arm's pivot), radius and RMS residual (mm).
+
+    Linear least squares on |c|^2 = 2 c.p + (r^2 - |p|^2); the pan and the tilt sweep are two arcs of
+    the sphere in different planes, which fixes it.
+    """
+    c = np.asarray(centres_mm, np.float64)
+    A = np.column_stack([2 * c, np.ones(len(c))])
+    b = np.sum(c * c, axis=1)
+    sol = np.linalg.lstsq(A, b, rcond=None)[0]
+    pivot = sol[:3]
+    radius = math.sqrt(max(0.0, float(sol[3] + pivot @ pivot)))
+    rms = float(np.sqrt(np.mean((np.linalg.norm(c - pivot, axis=1) - radius) ** 2)))
+    return pivot, radius, rms
+
+
 def project_screen_corners(board: Board, pose: Pose, intr: Intrinsics) -> np.ndarray:
     """Where the screen's corners land in the photo, distortion included."""
     pts, _ = cv2.projectPoints(board.screen_outline_mm(), pose.rvec, pose.tvec, intr.camera_matrix,
@@ -170,52 +119,6 @@ def margin_px(corners: np.ndarray, image_size: tuple[int, int]) -> float:
     w, h = image_size
     return float(min(np.min(corners[:, 0]), np.min(corners[:, 1]), np.min(w - 1 - corners[:, 0]),
                      np.min(h - 1 - corners[:, 1])))
-
-
-@dataclass(frozen=True)
-class AngleFit:
-    """pulse -> angle as a polynomial, with its residuals."""
-
-    coeffs: tuple[float, ...]  # highest power first (numpy.polyval order)
-    rms_deg: float
-    max_deg: float
-    samples: int
-
-    def angle(self, pulse: float) -> float:
-        return float(np.polyval(self.coeffs, pulse))
-
-    def pulse(self, angle: float, lo: float, hi: float) -> float:
-        """The pulse giving `angle` inside [lo, hi] (the fit is monotonic there)."""
-        a_lo, a_hi = self.angle(lo), self.angle(hi)
-        if not min(a_lo, a_hi) - 1e-9 <= angle <= max(a_lo, a_hi) + 1e-9:
-            raise ValueError(f"{angle:.2f} deg is outside {min(a_lo, a_hi):.2f}..{max(a_lo, a_hi):.2f}")
-        for _ in range(60):  # bisection: robust for any monotonic polynomial
-            mid = (lo + hi) / 2
-            if (self.angle(mid) - angle) * (a_hi - a_lo) > 0:
-                hi = mid
-            else:
-                lo = mid
-        return (lo + hi) / 2
-
-
-NOISE_FLOOR_DEG = 0.05  # residuals below this are measurement noise, not a curve worth fitting
-
-
-def fit_angles(pulses: np.ndarray, angles: np.ndarray, max_degree: int = 3) -> AngleFit:
-    """Linear, or a higher degree only where the lower one leaves residuals above the noise floor and
-    the higher one halves them: a servo's non-linearity is fitted, the measurement's noise is not."""
-    best: AngleFit | None = None
-    for degree in range(1, max_degree + 1):
-        if len(pulses) < degree + 3:
-            break
-        coeffs = np.polyfit(pulses, angles, degree)
-        resid = angles - np.polyval(coeffs, pulses)
-        fit = AngleFit(tuple(float(c) for c in coeffs), float(np.sqrt(np.mean(resid ** 2))),
-                       float(np.max(np.abs(resid))), len(pulses))
-        if best is None or (best.rms_deg > NOISE_FLOOR_DEG and fit.rms_deg < best.rms_deg / 2):
-            best = fit
-    assert best is not None, "need at least 4 samples"
-    return best
 
 
 def glare_centre(lit: np.ndarray, dark: np.ndarray, min_peak: float = 12.0) -> np.ndarray | None:
@@ -252,7 +155,8 @@ def lamp_angle_from_glare(glare_px: np.ndarray, pose: Pose, intr: Intrinsics, pi
     camera side, -z; positive towards +x). Its mirror image in the screen (z = 0) must lie on the ray
     from the camera centre through the highlight.
     """
-    ideal = cv2.undistortPoints(np.asarray(glare_px[:2], np.float64).reshape(1, 1, 2), intr.camera_matrix, intr.dist_coeffs).reshape(2)
+    ideal = cv2.undistortPoints(np.asarray(glare_px[:2], np.float64).reshape(1, 1, 2), intr.camera_matrix,
+                                intr.dist_coeffs).reshape(2)
     direction = pose.rotation.T @ np.array([ideal[0], ideal[1], 1.0])
     direction /= np.linalg.norm(direction)
     centre = pose.centre_mm
