@@ -30,10 +30,13 @@ from rig.calibration.solve import (
     Intrinsics,
     arm_angles,
     calibrate_intrinsics,
+    fit_lamp_pivot,
     fit_pivot,
     glare_centre,
+    glare_ray,
     inside_by,
     lamp_angle_from_glare,
+    lamp_angle_on_ray,
     margin_px,
     project_screen_corners,
     screen_homography,
@@ -238,8 +241,9 @@ def measure_light_angles(shooter: Shooter, rig: RigConfig, board: Board, intr: I
     dark_levels = {light.channel: 0 for light in rig.lights.values()}
     result: dict[str, ChannelAngles] = {}
     for servo, (light, pivot, reach) in arms.items():
+        ruler = np.asarray(pivot, float)
         lit_levels = {**dark_levels, rig.lights[light].channel: 255}
-        pulses, angles = [], []
+        pulses, angles, rays = [], [], []
         for us in _span(rig, servo, 1.0, steps):
             targets = {**base, servo: us}
             det = detect(board, shooter.photo(targets, board.frame(), dark_levels))
@@ -251,14 +255,26 @@ def measure_light_angles(shooter: Shooter, rig: RigConfig, board: Board, intr: I
             if glare is None or inside_by(glare, screen) < 2 * glare[2]:
                 continue
             pulses.append(us)
-            angles.append(lamp_angle_from_glare(glare, pose, intr, np.asarray(pivot, float), reach))
+            rays.append(glare_ray(glare, pose, intr))
+            angles.append(lamp_angle_from_glare(glare, pose, intr, ruler, reach))
         shooter.devices.motion.set_lights(dark_levels)
         if len(pulses) < 4:
             raise RigError(f"{servo}: the lamp's highlight was measurable at only {len(pulses)} of {steps} positions "
                            "(4 needed); is the lamp on that arm working, and is the screen glossy?")
+        method = "lamp highlight in the screen (mirror geometry) about the ruler's arm pivot"
+        if len(pulses) >= 5:
+            fitted, rms = fit_lamp_pivot(rays, pulses, ruler, reach, angles)
+            if rms <= LAMP_FIT_MAX_MISS_MM and float(np.linalg.norm(fitted - ruler)) <= PIVOT_FIT_MAX_SHIFT_MM:
+                angles = [lamp_angle_on_ray(ray, fitted, reach) for ray in rays]
+                method = (f"lamp highlight in the screen (mirror geometry) about the arm pivot fitted to the "
+                          f"highlights ({fitted[0]:+.1f}, {fitted[1]:+.1f}, {fitted[2]:+.1f}) mm, "
+                          f"rays missed by {rms:.2f} mm RMS")
         fit = fit_angles(np.array(pulses, float), np.array(angles), max_degree=2)
-        result[servo] = ChannelAngles(fit, pulses, angles, "lamp highlight in the screen (mirror geometry)")
+        result[servo] = ChannelAngles(fit, pulses, angles, method)
     return result
+
+
+LAMP_FIT_MAX_MISS_MM = 3.0  # highlights' view rays missed by the fitted lamp's mirror image; more: trust the ruler
 
 
 # ---------------------------------------------------------------- the commands

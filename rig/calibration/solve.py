@@ -147,6 +147,27 @@ def inside_by(point: np.ndarray, polygon: np.ndarray) -> float:
                                       (float(point[0]), float(point[1])), True))
 
 
+def glare_ray(glare_px: np.ndarray, pose: Pose, intr: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """The view ray (camera centre, unit direction in the world) through a highlight's centre."""
+    ideal = cv2.undistortPoints(np.asarray(glare_px[:2], np.float64).reshape(1, 1, 2), intr.camera_matrix,
+                                intr.dist_coeffs).reshape(2)
+    direction = pose.rotation.T @ np.array([ideal[0], ideal[1], 1.0])
+    return pose.centre_mm, direction / np.linalg.norm(direction)
+
+
+def _lamp_at(pivot_mm: np.ndarray, reach_mm: float, deg: float) -> np.ndarray:
+    """Where a lamp is at arm angle `deg` (0: straight towards the camera side, -z; positive towards +x)."""
+    a = math.radians(deg)
+    return pivot_mm + reach_mm * np.array([math.sin(a), 0.0, -math.cos(a)])
+
+
+def _ray_miss(lamp_mm: np.ndarray, ray: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """How far (a vector, mm) the lamp's mirror image in the screen (z = 0) lies off the view ray."""
+    centre, direction = ray
+    v = lamp_mm * np.array([1.0, 1.0, -1.0]) - centre
+    return v - np.dot(v, direction) * direction
+
+
 def lamp_angle_from_glare(glare_px: np.ndarray, pose: Pose, intr: Intrinsics, pivot_mm: np.ndarray,
                           reach_mm: float) -> float:
     """The arm angle (degrees) that puts the lamp's mirror image in the screen on the glare's view ray.
@@ -155,18 +176,14 @@ def lamp_angle_from_glare(glare_px: np.ndarray, pose: Pose, intr: Intrinsics, pi
     camera side, -z; positive towards +x). Its mirror image in the screen (z = 0) must lie on the ray
     from the camera centre through the highlight.
     """
-    ideal = cv2.undistortPoints(np.asarray(glare_px[:2], np.float64).reshape(1, 1, 2), intr.camera_matrix,
-                                intr.dist_coeffs).reshape(2)
-    direction = pose.rotation.T @ np.array([ideal[0], ideal[1], 1.0])
-    direction /= np.linalg.norm(direction)
-    centre = pose.centre_mm
+    return lamp_angle_on_ray(glare_ray(glare_px, pose, intr), pivot_mm, reach_mm)
+
+
+def lamp_angle_on_ray(ray: tuple[np.ndarray, np.ndarray], pivot_mm: np.ndarray, reach_mm: float) -> float:
+    """The arm angle (degrees) whose lamp's mirror image in the screen lies closest to the view ray."""
 
     def miss(deg: float) -> float:
-        a = math.radians(deg)
-        lamp = pivot_mm + reach_mm * np.array([math.sin(a), 0.0, -math.cos(a)])
-        mirror = lamp * np.array([1.0, 1.0, -1.0])
-        v = mirror - centre
-        return float(np.linalg.norm(v - np.dot(v, direction) * direction))
+        return float(np.linalg.norm(_ray_miss(_lamp_at(pivot_mm, reach_mm, deg), ray)))
 
     grid = np.arange(-90.0, 90.01, 0.5)
     best = float(grid[int(np.argmin([miss(a) for a in grid]))])
@@ -175,3 +192,42 @@ def lamp_angle_from_glare(glare_px: np.ndarray, pose: Pose, intr: Intrinsics, pi
         m1, m2 = lo + (hi - lo) * 0.382, lo + (hi - lo) * 0.618
         lo, hi = (lo, m2) if miss(m1) < miss(m2) else (m1, hi)
     return (lo + hi) / 2
+
+
+def fit_lamp_pivot(rays: list[tuple[np.ndarray, np.ndarray]], pulses: list[int], pivot_mm: np.ndarray,
+                   reach_mm: float, angles_deg: list[float]) -> tuple[np.ndarray, float]:
+    """The lamp arm's pivot that puts the lamp's mirror image on every highlight's view ray, starting
+    from the ruler's: (pivot, RMS miss in mm).
+
+    From one camera position an arc's size, distance and angles trade against each other; what
+    separates them is that a servo's angle is close to linear in its pulse, so the fit asks for that
+    (the angles are then measured about the fitted pivot and fitted freely). The reach stays the
+    ruler's: one view cannot tell a longer arm further away from a shorter one nearer (its error
+    scales the angles by reach error / reach). Levenberg-Marquardt on the pivot and the line.
+    """
+    def residuals(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([_ray_miss(_lamp_at(x[:3], reach_mm, x[3] * (us - PULSE_CENTRE) + x[4]), ray)
+                               for us, ray in zip(pulses, rays)])
+
+    slope, offset = np.polyfit(np.asarray(pulses, float) - PULSE_CENTRE, angles_deg, 1)
+    x = np.array([*np.asarray(pivot_mm, np.float64), slope, offset])
+    steps = np.array([0.01, 0.01, 0.01, 1e-6, 1e-4])
+    r = residuals(x)
+    damping = 1e-3
+    for _ in range(200):
+        J = np.column_stack([(residuals(x + np.eye(len(x))[k] * steps[k]) - r) / steps[k] for k in range(len(x))])
+        JtJ = J.T @ J
+        step = np.linalg.solve(JtJ + damping * np.diag(np.diag(JtJ) + 1e-12), -J.T @ r)
+        trial = residuals(x + step)
+        if trial @ trial < r @ r:
+            x, r, damping = x + step, trial, damping / 3
+            if np.max(np.abs(step[:3])) < 1e-4:
+                break
+        else:
+            damping *= 4
+            if damping > 1e10:
+                break
+    return x[:3], float(np.sqrt(np.sum(r * r) / len(rays)))
+
+
+PULSE_CENTRE = 1500.0  # pulses are centred here in the fit, for its conditioning
