@@ -221,13 +221,11 @@ class _Facts:
         return self.contexts[i - 1] if i else (self.contexts[0] if self.contexts else None)
 
     def _roles(self, ctx: dict[str, Any] | None) -> dict[str, str]:
-        """Which servos were the camera's pan and tilt: as recorded; for a run recorded before roles were
-        declared, the rig's roles now, else the names calibration used then."""
+        """Which servos were the camera's pan and tilt: as recorded when the run started; for a run
+        recorded before roles were declared, the rig's roles now (none: no angles)."""
         if ctx and ctx.get("roles"):
             return dict(ctx["roles"])
-        if self.rig.roles is not None:
-            return {"pan": self.rig.roles.pan, "tilt": self.rig.roles.tilt}
-        return {"pan": "camera_pan", "tilt": "camera_tilt"}
+        return {"pan": self.rig.roles.pan, "tilt": self.rig.roles.tilt} if self.rig.roles else {}
 
     def row(self, c: dict[str, object]) -> list[object]:
         readback = json.loads(str(c["readback"] or "{}"))
@@ -247,7 +245,7 @@ class _Facts:
         roles = self._roles(ctx)
 
         def angle(role: str) -> str:
-            servo = roles.get(role)
+            servo = roles.get(role, "")
             coeffs, pulse = angles.get(servo), pulses.get(servo)
             return "" if coeffs is None or pulse is None else f"{pulse_to_angle(coeffs, pulse):.3f}"
         at = dt.datetime.fromtimestamp(float(c["started_at"]), dt.UTC)  # type: ignore[arg-type]
