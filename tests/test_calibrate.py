@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from rig.sim.studio import Studio
 NAMES = {"camera_pan": "yaw", "camera_tilt": "pitch", "light_left": "arm_a", "light_right": "arm_b"}
 
 
-def _renamed(rig: dict) -> dict:  # type: ignore[type-arg]
+def _renamed(rig: dict[str, Any]) -> dict[str, Any]:
     """The rig file with its servos renamed (poses and roles follow)."""
     rig["servos"] = {NAMES.get(n, n): s for n, s in rig["servos"].items()}
     rig["poses"] = {p: {NAMES.get(n, n): v for n, v in t.items()} for p, t in rig["poses"].items()}
@@ -108,7 +109,8 @@ def test_pulse_to_angle_fits_follow_the_true_joints(calibrated: tuple[Path, list
         pulses = np.linspace(max(s.min, rec.pulse_range[0]), min(s.max, rec.pulse_range[1]), 41)
         err = np.array([pulse_to_angle(rec.coeffs, us) - _truth_angle(rig, studio, servo, us) for us in pulses])
         rms, worst = float(np.sqrt(np.mean(err ** 2))), float(np.abs(err).max())
-        print(f"\n{servo}: fit vs truth RMS {rms:.3f} deg, max {worst:.3f} deg over {rec.pulse_range} us ({rec.method})")
+        print(f"\n{servo}: fit vs truth RMS {rms:.3f} deg, max {worst:.3f} deg over {rec.pulse_range} us "
+              f"({rec.method})")
         assert rms <= ANGLE_RMS_BOUND_DEG[servo], servo
     assert set(cal.angles) == set(rig.servos)
 
@@ -274,11 +276,11 @@ def test_the_progress_total_is_the_number_of_photos_each_command_takes(calibrate
     assert 0 < shots["range"] <= planned_photos("range", rig, geo)  # its bisection may end sooner
 
 
-def _rig_dict() -> dict:  # type: ignore[type-arg]
+def _rig_dict() -> dict[str, Any]:
     return yaml.safe_load((REPO / "calibration" / "sim-rig.yaml").read_text())
 
 
-def _rig(data: dict, tmp_path: Path) -> RigConfig:  # type: ignore[type-arg]
+def _rig(data: dict[str, Any], tmp_path: Path) -> RigConfig:
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return load_rig(path)
@@ -310,10 +312,11 @@ def test_calibrate_without_geometry_says_which_file_and_section(tmp_path: Path) 
 
 @pytest.mark.parametrize(("roles", "shown"), [
     ({"pan": "camera_pann", "tilt": "camera_tilt"}, "roles.pan: unknown servo 'camera_pann'"),
-    ({"pan": "camera_pan", "tilt": "camera_tilt", "lamps": {"middle": "light_left"}}, "roles.lamps.middle: unknown light"),
+    ({"pan": "camera_pan", "tilt": "camera_tilt", "lamps": {"middle": "light_left"}},
+     "roles.lamps.middle: unknown light"),
     ({"pan": "camera_pan", "tilt": "camera_pan"}, "servo 'camera_pan' has two roles"),
 ])
-def test_roles_name_real_servos_and_lights(tmp_path: Path, roles: dict, shown: str) -> None:  # type: ignore[type-arg]
+def test_roles_name_real_servos_and_lights(tmp_path: Path, roles: dict[str, Any], shown: str) -> None:
     data = _rig_dict()
     data["roles"] = roles
     with pytest.raises(ConfigError) as e:

@@ -51,7 +51,7 @@ class Board:
 
     def screen_points_mm(self, ids: np.ndarray) -> np.ndarray:
         """Screen-plane coordinates (mm, z = 0) of the board's inner corners with these ids."""
-        corners = self.charuco().getChessboardCorners()[ids.ravel()]  # px from the board's top-left
+        corners = np.asarray(self.charuco().getChessboardCorners())[ids.ravel()]  # px from the board's top-left
         x0, y0 = self.origin_px
         px, py = self.pitch_mm
         u, v = corners[:, 0] + x0, corners[:, 1] + y0  # pixel-edge coordinates on the screen

@@ -54,7 +54,8 @@ class Pose:
     @property
     def centre_mm(self) -> np.ndarray:
         """Where the camera is, in the screen's frame."""
-        return (-self.rotation.T @ self.tvec).ravel()
+        centre: np.ndarray = (-self.rotation.T @ self.tvec).ravel()
+        return centre
 
 
 def solve_pose(board: Board, det: Detection, intr: Intrinsics) -> Pose:
@@ -110,8 +111,9 @@ def screen_homography(board: Board, pose: Pose, intr: Intrinsics) -> np.ndarray:
     H_mm = K @ np.column_stack([R[:, 0], R[:, 1], pose.tvec.ravel()])
     px, py = board.pitch_mm
     screen_px_to_mm = np.array([[px, 0, -board.display_w * px / 2], [0, py, -board.display_h * py / 2], [0, 0, 1]])
-    H = H_mm @ screen_px_to_mm
-    return H / H[2, 2]
+    H: np.ndarray = H_mm @ screen_px_to_mm
+    scaled: np.ndarray = H / H[2, 2]
+    return scaled
 
 
 def margin_px(corners: np.ndarray, image_size: tuple[int, int]) -> float:
@@ -165,7 +167,8 @@ def _ray_miss(lamp_mm: np.ndarray, ray: tuple[np.ndarray, np.ndarray]) -> np.nda
     """How far (a vector, mm) the lamp's mirror image in the screen (z = 0) lies off the view ray."""
     centre, direction = ray
     v = lamp_mm * np.array([1.0, 1.0, -1.0]) - centre
-    return v - np.dot(v, direction) * direction
+    miss: np.ndarray = v - np.dot(v, direction) * direction
+    return miss
 
 
 def lamp_angle_from_glare(glare_px: np.ndarray, pose: Pose, intr: Intrinsics, pivot_mm: np.ndarray,

@@ -62,7 +62,8 @@ def _rot_z(a: float) -> np.ndarray:
 
 
 def _sinc(x: np.ndarray) -> np.ndarray:
-    return np.sinc(x)  # sin(pi x) / (pi x)
+    out: np.ndarray = np.sinc(x)  # sin(pi x) / (pi x)
+    return out
 
 
 @dataclass
@@ -216,7 +217,8 @@ class Studio:
             mu, mv = margin_mm / px, margin_mm / py
             q = np.array([[-mu, -mv, 1], [width + mu, -mv, 1], [width + mu, height + mv, 1], [-mu, height + mv, 1]]).T
             p = H_cont @ q
-            return (p[:2] / p[2]).T
+            corners: np.ndarray = (p[:2] / p[2]).T
+            return corners
 
         def mask(quad: np.ndarray) -> np.ndarray:
             m = np.zeros((ph, pw), np.uint8)
@@ -273,7 +275,8 @@ class Studio:
 
         def attenuation(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
             mtf = np.exp(np.float32(-2 * math.pi ** 2 * sigma ** 2) * (dx * dx + dy * dy))
-            return _sinc(np.float32(ap) * dx) * _sinc(np.float32(ap) * dy) * mtf
+            att: np.ndarray = _sinc(np.float32(ap) * dx) * _sinc(np.float32(ap) * dy) * mtf
+            return att
 
         au = np.float32(2 * np.sinc(mon.fill / 3)) * attenuation(dux, duy)  # one colour stripe per third of a pixel
         av = np.float32(2 * np.sinc(mon.fill)) * attenuation(dvx, dvy)  # black matrix between pixel rows
@@ -283,7 +286,8 @@ class Studio:
             mu = 1 + au * np.cos(np.float32(2 * np.pi) * (u - np.float32((c + 0.5) / 3)))
             out[..., c] = np.clip(mu * mv, 0, None)
         inside = screen[..., None]
-        return out * inside + (1 - inside)
+        grid: np.ndarray = out * inside + (1 - inside)
+        return grid
 
     def _distortion_maps(self) -> tuple[np.ndarray, np.ndarray]:
         """For each distorted photo pixel, where it comes from in the undistorted render (computed once)."""
@@ -362,7 +366,8 @@ class Studio:
             s2 = (r_disc / 2) ** 2 + r_rough ** 2 + 1.0
             peak = mon.gloss * lamp.radiance * level * (r_disc ** 2 / 4) / s2
             small += peak * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * s2))
-        return cv2.resize(small, (pw, ph), interpolation=cv2.INTER_LINEAR) * pose.glass
+        glare: np.ndarray = cv2.resize(small, (pw, ph), interpolation=cv2.INTER_LINEAR) * pose.glass
+        return glare
 
     def render_linear(self, scene: Scene) -> np.ndarray:
         """The exposure on the sensor in linear units (1.0 = full scale), before noise and tone curve."""
