@@ -8,7 +8,6 @@ good enough to save.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +41,7 @@ from rig.calibration.solve import (
     screen_homography,
     solve_pose,
 )
+from rig.capture import Positioner
 from rig.command import rig_command
 from rig.config import RigConfig
 from rig.errors import ConfigError, RigError
@@ -49,22 +49,21 @@ from rig.rigs import Devices
 
 
 class Shooter:
-    """One calibration photo: move, settle, show, trigger, download, decode."""
+    """One calibration photo: position and settle, show, confirm the controller holds the pose (as a
+    run does, rig/capture.py), trigger, download, decode."""
 
     def __init__(self, devices: Devices, rig: RigConfig, on_photo: Callable[[int], None] = lambda shots: None) -> None:
         self.devices, self.rig = devices, rig
+        self.positioner = Positioner(devices.motion, rig.motion)
         self.shots = 0
         self.on_photo = on_photo  # called with the photo count after every photo (progress, ETA)
 
     def photo(self, pulses: dict[str, int], frame: np.ndarray, lights: dict[int, int] | None = None) -> np.ndarray:
-        motion = self.devices.motion
+        """A photo at these servo pulses (by name) and light levels (by channel; None: as they are)."""
         targets = {self.rig.servos[name].channel: us for name, us in pulses.items()}
-        motion.move(targets, self.rig.motion.move_ms)
-        motion.wait_idle(self.rig.motion.idle_timeout_s)
-        time.sleep(self.rig.motion.settle_ms / 1000)
-        if lights is not None:
-            motion.set_lights(lights)
+        self.positioner.position(targets, lights)
         self.devices.display.show(frame)
+        self.positioner.confirm(targets, lights, f"calibration photo {self.shots + 1}")
         files = self.devices.camera.download(self.devices.camera.trigger())
         self.shots += 1
         self.on_photo(self.shots)
@@ -257,8 +256,7 @@ def measure_light_angles(shooter: Shooter, rig: RigConfig, board: Board, intr: I
             pulses.append(us)
             rays.append(glare_ray(glare, pose, intr))
             angles.append(lamp_angle_from_glare(glare, pose, intr, ruler, reach))
-        shooter.devices.motion.set_lights(dark_levels)
-        if len(pulses) < 4:
+        if len(pulses) < 4:  # (the lamp is off: every position's last photo is the dark one)
             raise RigError(f"{servo}: the lamp's highlight was measurable at only {len(pulses)} of {steps} positions "
                            "(4 needed); is the lamp on that arm working, and is the screen glossy?")
         method = "lamp highlight in the screen (mirror geometry) about the ruler's arm pivot"
