@@ -24,13 +24,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rig import calibration
+from rig.calibration import file as calibration
 from rig.command import rig_command
-from rig.config import Session, load_session
 from rig.console import Notifier, RunView, duration, keys, live, plan_line
 from rig.errors import ConfigError, DeviceError, PlanChangedError, RigError
 from rig.manifest import Manifest
 from rig.plan import Plan, manifest_digest
+from rig.session import Session, load_session
 from rig.store import RunStore
 
 if TYPE_CHECKING:  # the engine is imported when a run starts, not for every command
@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except RigError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True, emoji=False)
         return e.exit_code
     except KeyboardInterrupt:
         console.print("interrupted")
@@ -532,22 +532,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from rig import calibrate_run as run
-    from rig.calibration import load_or_new, save
+    from rig.calibration import procedures as run
+    from rig.calibration.file import load_or_new, save
     from rig.config import load_rig
     from rig.devices.kinds import open_devices
 
     rig = load_rig(args.rig)
-    missing = [n for n in ("camera_pan", "camera_tilt") if n not in rig.servos]
-    if missing:
-        raise ConfigError(f"{args.rig}: servos: calibration moves the camera arm through servos named "
-                          f"camera_pan and camera_tilt; this rig has no {' or '.join(missing)}; rename its servos")
+    geo = run.Geometry.of(rig, args.rig)  # the measured geometry and the servos' roles, or a one-line error
     cal = load_or_new(args.rig, rig)
     if args.action != "intrinsics" and cal.intrinsics is None:
         raise RigError(f"{args.rig}: no camera intrinsics yet; run: {rig_command()} calibrate intrinsics {args.rig}")
     devices = open_devices(rig, args.rig)
     try:
-        total = run.planned_photos(args.action, rig, getattr(args, "steps", 9))
+        total = run.planned_photos(args.action, rig, geo, getattr(args, "steps", 9))
         progress = Progress(TextColumn(f"[bold]calibrating {args.action} of {escape(rig.name)}"), BarColumn(),
                             TextColumn("photo"), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                             TimeRemainingColumn(), console=console)
@@ -555,13 +552,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         shooter = run.Shooter(devices, rig, lambda shots: progress.update(task, completed=shots))
         with progress:
             if args.action == "intrinsics":
-                lines = run.run_intrinsics(shooter, rig, cal, args.max_rms)
+                lines = run.run_intrinsics(shooter, rig, geo, cal, args.max_rms)
             elif args.action == "angles":
-                lines = run.run_angles(shooter, rig, cal, args.steps)
+                lines = run.run_angles(shooter, rig, geo, cal, args.steps)
             elif args.action == "poses":
-                lines = run.run_poses(shooter, rig, cal)
+                lines = run.run_poses(shooter, rig, geo, cal)
             else:
-                lines = run.run_range(shooter, rig, cal, args.margin)
+                lines = run.run_range(shooter, rig, geo, cal, args.margin)
             progress.update(task, total=shooter.shots, completed=shooter.shots)  # `range` may need fewer
         devices.motion.park()
     finally:
@@ -577,7 +574,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_jog(args: argparse.Namespace) -> int:
     import curses
 
-    from rig.calibration import load
+    from rig.calibration.file import load
     from rig.config import load_rig
     from rig.devices.kinds import Opening, open_controller
     from rig.jog import Jog, run

@@ -170,21 +170,71 @@ class MotionConfig(Strict):
 Vec3 = Annotated[tuple[float, float, float], BeforeValidator(_list_to_tuple)]
 
 
-class ServoJointModel(Strict):
-    """A servo-driven joint: true angle = deg_per_us * (pulse - zero_us) + deg_per_us2 * (pulse - zero_us)^2."""
+# ---------------------------------------------------------------- measured geometry and roles
 
-    servo: str | None
+
+class MonitorGeometry(Strict):
+    """The monitor, measured; its screen centre is the world's origin (x right, y down, z into the screen)."""
+
+    width_mm: float = Field(gt=0, description="active area, edge to edge of the lit pixels; "
+                                              "pitch = width_mm / display.width")
+    height_mm: float = Field(gt=0)
+    bezel_mm: float = Field(0.0, ge=0)
+
+
+class CameraArmGeometry(Strict):
+    """The camera arm swings (pan) and raises (tilt) the camera about `pivot_mm`, aiming it there."""
+
+    pivot_mm: Vec3
+    radius_mm: float = Field(gt=0, description="pivot to the camera's centre")
+
+
+class LampGeometry(Strict):
+    """A lamp on a servo arm swinging about a vertical axis through `pivot_mm` at `reach_mm`."""
+
+    pivot_mm: Vec3
+    reach_mm: float = Field(ge=0)
+
+
+class GeometryConfig(Strict):
+    """The rig as measured with a ruler (mm, world frame: screen centre, x right, y down, z into the
+    screen). Calibration takes it as its starting point; the simulator renders from it."""
+
+    monitor: MonitorGeometry
+    camera_arm: CameraArmGeometry
+    sensor_width_mm: float = Field(gt=0, description="from the camera's data sheet")
+    lamps: dict[str, LampGeometry] = Field(default_factory=dict, description="by light name")
+
+
+class RolesConfig(Strict):
+    """Which servo does what: the camera arm's pan and tilt, and the arm each light sits on."""
+
+    pan: str
+    tilt: str
+    lamps: dict[str, str] = Field(default_factory=dict, description="light name -> the servo of its arm")
+
+
+# ---------------------------------------------------------------- the simulator alone
+
+
+class JointResponse(Strict):
+    """How a servo-driven joint truly answers:
+    angle = deg_per_us * (pulse - zero_us) + deg_per_us2 * (pulse - zero_us)^2."""
+
     zero_us: float = 1500.0
     deg_per_us: float = 0.09
     deg_per_us2: float = 0.0
 
+    @property
+    def coeffs(self) -> tuple[float, float, float]:
+        """The same polynomial in the pulse itself, highest power first (as calibration stores its fits)."""
+        a2, a1, z = self.deg_per_us2, self.deg_per_us, self.zero_us
+        return a2, a1 - 2 * a2 * z, a2 * z * z - a1 * z
+
 
 class MonitorModel(Strict):
-    """The monitor; its screen centre is the studio's origin (x right, y down, z into the screen)."""
+    """The screen's optics (its size is measured geometry)."""
 
-    width_mm: float = Field(376.3, gt=0, description="active area; pixel pitch = width_mm / display.width")
-    height_mm: float = Field(301.1, gt=0)
-    bezel_mm: float = Field(18.0, ge=0)
     fill: float = Field(0.8, gt=0, le=1, description="emitting fraction of a pixel's pitch (black matrix)")
     reflectance: float = Field(0.035, ge=0, description="diffuse reflectance of the screen (veil)")
     gloss: float = Field(0.02, ge=0, description="specular reflectance of the screen's front (glare)")
@@ -192,14 +242,10 @@ class MonitorModel(Strict):
 
 
 class CameraArmModel(Strict):
-    """Camera kinematic chain: a pan arm swinging about a vertical axis through `pivot_mm`, a tilt arc
-    raising the camera about a horizontal axis through the same point, and a head that aims the camera
-    at the pivot, mounted with a small fixed misalignment `mount_deg` (yaw, pitch, roll)."""
+    """The arm's true servo response, and the head's small fixed misalignment `mount_deg` (yaw, pitch, roll)."""
 
-    pan: ServoJointModel = ServoJointModel(servo="camera_pan", zero_us=1506.0, deg_per_us=0.0905)
-    tilt: ServoJointModel = ServoJointModel(servo="camera_tilt", zero_us=1496.0, deg_per_us=0.0895)
-    pivot_mm: Vec3 = (0.0, 0.0, 0.0)
-    radius_mm: float = Field(900.0, gt=0, description="pivot to camera centre")
+    pan: JointResponse = JointResponse(zero_us=1506.0, deg_per_us=0.0905)
+    tilt: JointResponse = JointResponse(zero_us=1496.0, deg_per_us=0.0895)
     mount_deg: Vec3 = (0.3, -0.2, 0.25)
 
 
@@ -207,7 +253,6 @@ class LensModel(Strict):
     """Pinhole intrinsics with OpenCV distortion; focal length in px follows from the sensor width."""
 
     focal_mm: float = Field(41.0, gt=0)
-    sensor_width_mm: float = Field(23.5, gt=0)
     principal_offset_px: Annotated[tuple[float, float], BeforeValidator(_list_to_tuple)] = (3.0, -2.0)
     dist_coeffs: Annotated[tuple[float, float, float, float, float], BeforeValidator(_list_to_tuple)] = (
         -0.025, 0.012, 0.0, 0.0, 0.0)
@@ -217,16 +262,12 @@ class LensModel(Strict):
     sensor_fill: float = Field(0.7, gt=0, le=1, description="light-gathering fraction of a sensor pixel's width")
 
 
-class LightArmModel(Strict):
-    """A lamp on a servo arm: it swings about a vertical axis through `pivot_mm` at `reach_mm`."""
+class LampModel(JointResponse):
+    """A lamp's true arm response and its light (where it is, is measured geometry)."""
 
-    servo: str | None = None
-    zero_us: float = 1500.0
-    deg_per_us: float = 0.09
-    pivot_mm: Vec3 = (0.0, -200.0, -350.0)
-    reach_mm: float = Field(300.0, ge=0)
     lamp_radius_mm: float = Field(40.0, gt=0, description="size of the diffuser")
-    power: float = Field(8.0, ge=0, description="illuminance at 700 mm at full level, in units of a white screen pixel's luminance (~6000 lux)")
+    power: float = Field(8.0, ge=0, description="illuminance at 700 mm at full level, in units of a white screen "
+                                                "pixel's luminance (~6000 lux)")
     radiance: float = Field(150.0, ge=0, description="diffuser radiance at full level, in screen-white units")
 
 
@@ -241,9 +282,36 @@ class EffectsModel(Strict):
     vignetting: bool = True
 
 
-def _default_lights() -> dict[str, LightArmModel]:
-    return {"left": LightArmModel(servo="light_left", pivot_mm=(-60.0, -100.0, -350.0)),
-            "right": LightArmModel(servo="light_right", pivot_mm=(60.0, -100.0, -350.0))}
+class MonitorTruth(Strict):
+    width_mm: float | None = Field(None, gt=0)
+    height_mm: float | None = Field(None, gt=0)
+    bezel_mm: float | None = Field(None, ge=0)
+
+
+class CameraArmTruth(Strict):
+    pivot_mm: Vec3 | None = None
+    radius_mm: float | None = Field(None, gt=0)
+
+
+class LampTruth(Strict):
+    pivot_mm: Vec3 | None = None
+    reach_mm: float | None = Field(None, ge=0)
+
+
+class GeometryTruth(Strict):
+    """Where the simulated rig truly differs from its measured `geometry:` (a ruler is a few mm off)."""
+
+    monitor: MonitorTruth = MonitorTruth()
+    camera_arm: CameraArmTruth = CameraArmTruth()
+    sensor_width_mm: float | None = Field(None, gt=0)
+    lamps: dict[str, LampTruth] = Field(default_factory=dict)
+
+
+def _overlay(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _overlay(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
 
 
 TIMING_PROFILES: dict[str, dict[str, float]] = {
@@ -261,7 +329,9 @@ class LineNoiseModel(Strict):
 
 
 class SimConfig(Strict):
-    """Parameters of the simulated devices and the virtual studio (ignored by real ones)."""
+    """What only the simulator knows: true servo response and lens, the screen's optics, noise, effects,
+    timing, lag, and (`truth:`) where the simulated rig differs from its measured `geometry:`.
+    Real hardware facts never live here."""
 
     photo_width: int = Field(1600, ge=64)
     photo_height: int = Field(1200, ge=64)
@@ -276,7 +346,7 @@ class SimConfig(Strict):
     monitor: MonitorModel = MonitorModel()
     arm: CameraArmModel = CameraArmModel()
     lens: LensModel = LensModel()
-    lights: dict[str, LightArmModel] = Field(default_factory=_default_lights)
+    lights: dict[str, LampModel] = Field(default_factory=dict, description="by light name; default LampModel()")
     ambient: float = Field(0.04, ge=0, description="room illuminance without the rig's lights, screen-white units")
     wall_albedo: float = Field(0.025, ge=0)
     exposure_gain: float = Field(0.85, gt=0, description="linear sensor value of a white screen pixel")
@@ -286,6 +356,7 @@ class SimConfig(Strict):
     shot_noise: float = Field(0.06, ge=0, description="shot noise variance per grey level")
     jpeg_quality: int = Field(90, ge=10, le=100)
     effects: EffectsModel = EffectsModel()
+    truth: GeometryTruth = GeometryTruth()
     line_noise: LineNoiseModel = LineNoiseModel()
     power_cycles_s: list[float] = Field(default_factory=list, description="seconds after the devices open at "
                                         "which the simulated controller loses power for a moment")
@@ -322,6 +393,8 @@ class RigConfig(Strict):
     motion: MotionConfig = MotionConfig()
     poses: dict[str, dict[str, PoseValue]]
     lighting: dict[str, dict[str, int]]
+    geometry: GeometryConfig | None = Field(None, description="measured; `rig calibrate` needs it")
+    roles: RolesConfig | None = Field(None, description="which servo is the camera's pan, tilt, each lamp's arm")
     sim: SimConfig = SimConfig()
 
     @model_validator(mode="after")
@@ -343,20 +416,48 @@ class RigConfig(Strict):
                                      f"unknown light '{light}' (lights: {', '.join(self.lights)})")
                 if not 0 <= level <= 255:
                     raise FieldError(("lighting", preset, light), f"{light}={level} is outside 0..255")
-        for where, servo in [(("sim", "arm", "pan", "servo"), self.sim.arm.pan.servo),
-                             (("sim", "arm", "tilt", "servo"), self.sim.arm.tilt.servo),
-                             *((("sim", "lights", n, "servo"), l.servo) for n, l in self.sim.lights.items())]:
-            if servo is not None and servo not in self.servos:
-                raise FieldError(where, f"unknown servo '{servo}' (servos: {', '.join(self.servos)})")
-        for name in self.sim.lights:
-            if name not in self.lights:
-                raise FieldError(("sim", "lights", name), f"unknown light '{name}' (lights: {', '.join(self.lights)})")
+        self._check_roles_and_geometry()
         return self
+
+    def _check_roles_and_geometry(self) -> None:
+        def servo(where: tuple[str, ...], name: str) -> None:
+            if name not in self.servos:
+                raise FieldError(where, f"unknown servo '{name}' (servos: {', '.join(self.servos)})")
+
+        def light(where: tuple[str, ...], name: str) -> None:
+            if name not in self.lights:
+                raise FieldError(where, f"unknown light '{name}' (lights: {', '.join(self.lights)})")
+
+        if self.roles is not None:
+            servo(("roles", "pan"), self.roles.pan)
+            servo(("roles", "tilt"), self.roles.tilt)
+            for name, arm in self.roles.lamps.items():
+                light(("roles", "lamps", name), name)
+                servo(("roles", "lamps", name), arm)
+            used = [self.roles.pan, self.roles.tilt, *self.roles.lamps.values()]
+            for i, name in enumerate(used):
+                if used.index(name) != i:
+                    raise FieldError(("roles",), f"servo '{name}' has two roles; give each role its own servo")
+        for name in self.geometry.lamps if self.geometry else {}:
+            light(("geometry", "lamps", name), name)
+        for name in self.sim.lights:
+            light(("sim", "lights", name), name)
+        for name in self.sim.truth.lamps:
+            if self.geometry is None or name not in self.geometry.lamps:
+                raise FieldError(("sim", "truth", "lamps", name), f"no lamp '{name}' under geometry.lamps to correct; "
+                                 "measure it there first")
+
+    def true_geometry(self) -> GeometryConfig | None:
+        """The geometry the simulated rig truly has: the measured one with `sim.truth` laid over it."""
+        if self.geometry is None:
+            return None
+        merged = _overlay(self.geometry.model_dump(), self.sim.truth.model_dump(exclude_none=True))
+        return GeometryConfig.model_validate(merged)
 
     def pose_targets(self, pose: str) -> dict[int, int]:
         """Servo channel -> pulse for a named pose; unnamed servos stay where they are.
 
-        Poses given in degrees must have been converted (`rig.poses_in_degrees.resolve`) first.
+        Poses given in degrees must have been converted (`rig.calibration.degrees.resolve`) first.
         """
         targets = {}
         for name, value in self.poses[pose].items():
@@ -716,60 +817,6 @@ def _child(node: yaml.Node, key: Any) -> yaml.Node | None:
     return None
 
 
-def _resolve(base: Path, p: Path | None) -> Path | None:
-    return None if p is None else (p if p.is_absolute() else (base / p)).resolve()
-
-
-class Session:
-    """A validated session file with its rig, paths resolved relative to the files that name them."""
-
-    def __init__(self, path: Path, config: SessionConfig, rig: RigConfig, rig_path: Path) -> None:
-        self.path = path
-        self.config = config
-        self.rig = rig
-        self.rig_path = rig_path
-        base = path.parent
-        m = config.manifest
-        self.manifest_csv = _resolve(base, m.csv)
-        self.image_root = _resolve(base, m.image_root) if m.image_root else (
-            self.manifest_csv.parent if self.manifest_csv else None)
-        self.image_folder = _resolve(base, m.folder)
-        self.output = _resolve(base, config.output) or (base / f"{path.stem}.run").resolve()
-
-
 def load_rig(path: Path) -> RigConfig:
     rig, _ = load_yaml_model(path, RigConfig)
     return rig
-
-
-def load_rig_for_run(path: Path) -> RigConfig:
-    """The rig file with its poses in pulses: degrees converted and soft limits checked through its
-    calibration, which must be current if there is one (see rig/poses_in_degrees.py)."""
-    from rig.poses_in_degrees import resolve
-
-    rig, node = load_yaml_model(path, RigConfig)
-    return resolve(rig, path, node)
-
-
-def load_session(path: Path) -> Session:
-    """Load a session file and its rig file, and check every condition names a real pose and preset."""
-    path = path.resolve() if path.exists() else path
-    config, node = load_yaml_model(path, SessionConfig)
-    rig_path = _resolve(path.parent, config.rig)
-    assert rig_path is not None
-    if not rig_path.exists():
-        raise ConfigError(located(path, node, ("rig",), f"rig file {rig_path} not found; fix the path"))
-    rig = load_rig_for_run(rig_path)
-    for i, cond in enumerate(config.conditions):
-        if cond.pose not in rig.poses:
-            raise ConfigError(located(path, node, ("conditions", i, "pose"),
-                                      f"unknown pose '{cond.pose}'; {rig_path.name} has: {', '.join(rig.poses)}"))
-        if cond.lighting not in rig.lighting:
-            raise ConfigError(located(path, node, ("conditions", i, "lighting"),
-                                      f"unknown lighting '{cond.lighting}'; {rig_path.name} has: {', '.join(rig.lighting)}"))
-    labels = [c.label for c in config.conditions]
-    for i, label in enumerate(labels):
-        if labels.index(label) != i:
-            raise ConfigError(located(path, node, ("conditions", i),
-                                      f"condition '{label}' is listed twice; remove one or give it a distinct 'name'"))
-    return Session(path, config, rig, rig_path)

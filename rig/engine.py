@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import cv2
 
-from rig.config import Session
+from rig.capture import Positioner, differs
 from rig.devices import CameraFile, MotionState, Shot
 from rig.devices.kinds import Devices
 from rig.errors import CameraError, CameraUnavailable, DeviceError, RigError
@@ -39,6 +39,7 @@ from rig.fiducials import draw_fiducials, fiducial_layout
 from rig.images import Prepared, prepare
 from rig.plan import PlannedCondition
 from rig.qa import Expected, PhotoQA, Verdict, decode_photo
+from rig.session import Session
 from rig.store import REASON_KIND, Capture, Item, RunStore
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,7 @@ class Engine:
         self._shared = _Shared()
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=2)
         self._result = RunResult()
-        self._pose: dict[int, int] | None = None
-        self._lights: dict[int, int] | None = None
-        self._restores: int | None = None  # the driver's restore count when the state was last set
+        self.positioner = Positioner(devices.motion, self.rig.motion)
         self._retransmissions_saved = getattr(devices.motion, "retransmissions", 0)
         self._reasons_saved: dict[str, int] = dict(getattr(devices.motion, "retransmission_reasons", {}))
         display = devices.display
@@ -274,7 +273,7 @@ class Engine:
         while not self._go.wait(0.2):
             if self._stopping():
                 return
-        self._pose = self._lights = None  # parked now: move and light again, confirmed before the trigger
+        self.positioner.forget()  # parked now: move and light again, confirmed before the trigger
         self.store.end_pauses()
         self.on_event(Event("resumed"))
 
@@ -306,53 +305,21 @@ class Engine:
         return self.stop.is_set() or self.abandon.is_set() or bool(self._shared.fatal) or bool(self._shared.pause)
 
     def _position(self, item: Item) -> None:
-        """Move to the item's pose and set its lights, only when they differ from what is set; then let
-        the rig settle (arms stop swinging, lamps reach their level)."""
-        motion = self.devices.motion
-        cond = item.condition
-        changed = False
-        if self._restores is None:  # the baseline before anything is set: a restore from here on is seen
-            self._restores = motion.state().restores
-        if cond.targets != self._pose:
-            motion.move(cond.targets, self.rig.motion.move_ms)
-            motion.wait_idle(self.rig.motion.idle_timeout_s)
-            self._pose, changed = cond.targets, True
-        if cond.lights != self._lights:
-            motion.set_lights(cond.lights)
-            self._lights, changed = cond.lights, True
-        if changed:
-            time.sleep(self.rig.motion.settle_ms / 1000)
+        """Move to the item's pose and set its lights (only what changed), then let the rig settle."""
+        self.positioner.position(item.condition.targets, item.condition.lights)
 
     def _confirm(self, item: Item) -> MotionState:
-        """The controller's state, read back now, equal to the plan with no restore since it was set.
-
-        Otherwise set pose and lights again (with the settle time) and read back again, until
-        `motion.idle_timeout_s` has passed; then DeviceError says what did not hold.
-        """
-        motion = self.devices.motion
-        deadline = time.monotonic() + self.rig.motion.idle_timeout_s
-        while True:
-            st = motion.state()
-            problem = _differs(st, item.condition)
-            if problem is None and st.restores != self._restores:
-                problem = "the controller was restored after losing its state"
-            if problem is None:
-                return st
-            if time.monotonic() > deadline:
-                raise DeviceError(f"the controller does not hold {item.condition.label} ({problem}); check its "
-                                  "power supply, cable and servos")
-            log.warning("before %s %s: %s; setting pose and lights again", item.image_id, item.condition.label,
-                        problem)
-            self._restores = st.restores
-            self._pose = self._lights = None
-            self._position(item)
+        """The controller's state, read back now, equal to the plan with no restore since it was set
+        (else set again until `motion.idle_timeout_s`, then DeviceError)."""
+        cond = item.condition
+        return self.positioner.confirm(cond.targets, cond.lights, cond.label, f"{item.image_id} {cond.label}")
 
     def _held(self, cond: PlannedCondition, before: MotionState) -> str | None:
         """Why the confirmed state did not hold through the exposure, or None if it did."""
         after = self.devices.motion.state()
         if after.restores != before.restores:
             return "the controller lost its state during the exposure (reset or safe state)"
-        problem = _differs(after, cond)
+        problem = differs(after, cond.targets, cond.lights)
         return None if problem is None else f"the rig's state changed during the exposure: {problem}"
 
     def _capture(self, item: Item, readback: MotionState | None, frame_id: int | None = None) -> Capture:
@@ -389,7 +356,7 @@ class Engine:
             return
         parked = {s.channel: s.park for s in self.rig.servos.values()}
         off = {l.channel: 0 for l in self.rig.lights.values()}
-        problem = _differs(st, PlannedCondition("park", "park", "off", parked, off))
+        problem = differs(st, parked, off)
         if problem is None:
             self._result.safe = True
         else:
@@ -525,21 +492,3 @@ def _summary(verdict: Verdict) -> str:
              f"margin {verdict.margin_px:.0f} px" if verdict.margin_px is not None else None,
              f"clipped {verdict.clipped:.2%}" if verdict.clipped is not None else None]
     return ", ".join(p for p in parts if p)
-
-
-def _differs(st: MotionState, cond: PlannedCondition) -> str | None:
-    """How a read-back state differs from a condition's targets and light levels, or None if it does not."""
-    problems = []
-    if st.moving:
-        problems.append("servos still moving")
-    pos = {ch: st.positions[ch] if ch < len(st.positions) else None for ch in cond.targets}
-    lights = {ch: st.lights[ch] if ch < len(st.lights) else None for ch in cond.lights}
-    if pos != cond.targets:
-        problems.append(f"servos at {_pairs(pos)}, planned {_pairs(cond.targets)}")
-    if lights != cond.lights:
-        problems.append(f"lights at {_pairs(lights)}, planned {_pairs(cond.lights)}")
-    return "; ".join(problems) or None
-
-
-def _pairs(values: dict[int, int | None]) -> str:
-    return " ".join(f"{ch}:{v}" for ch, v in sorted(values.items()))

@@ -36,11 +36,12 @@ import jinja2
 import numpy as np
 
 import rig
-from rig import calibration
+from rig.calibration import file as calibration
+from rig.calibration.angles import pulse_to_angle
 from rig.command import rig_command
-from rig.config import Session
 from rig.errors import ConfigError, RigError
 from rig.files import fsync_dir
+from rig.session import Session
 from rig.store import Counts, RunStore
 
 INFO = "export.json"
@@ -220,6 +221,13 @@ class _Facts:
         i = bisect.bisect_right(self._at, taken_at)
         return self.contexts[i - 1] if i else (self.contexts[0] if self.contexts else None)
 
+    def _roles(self, ctx: dict[str, Any] | None) -> dict[str, str]:
+        """Which servos were the camera's pan and tilt: as recorded when the run started; for a run
+        recorded before roles were declared, the rig's roles now (none: no angles)."""
+        if ctx and ctx.get("roles"):
+            return dict(ctx["roles"])
+        return {"pan": self.rig.roles.pan, "tilt": self.rig.roles.tilt} if self.rig.roles else {}
+
     def row(self, c: dict[str, object]) -> list[object]:
         readback = json.loads(str(c["readback"] or "{}"))
         qa = json.loads(str(c["qa"] or "{}"))
@@ -235,12 +243,14 @@ class _Facts:
         lights = {name: levels[ch] if ch < len(levels) else commanded_lights.get(ch)
                   for name, ch in light_channels.items()}
         angles = ctx["angles"] if ctx else {}
+        roles = self._roles(ctx)
 
-        def angle(servo: str) -> str:
+        def angle(role: str) -> str:
+            servo = roles.get(role, "")
             coeffs, pulse = angles.get(servo), pulses.get(servo)
-            return "" if coeffs is None or pulse is None else f"{float(np.polyval(coeffs, pulse)):.3f}"
+            return "" if coeffs is None or pulse is None else f"{pulse_to_angle(coeffs, pulse):.3f}"
         at = dt.datetime.fromtimestamp(float(c["started_at"]), dt.UTC)  # type: ignore[arg-type]
-        return [c["pose"], c["lighting"], json.dumps(pulses), angle("camera_pan"), angle("camera_tilt"),
+        return [c["pose"], c["lighting"], json.dumps(pulses), angle("pan"), angle("tilt"),
                 json.dumps(lights), at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                 _blank(qa.get("sharpness")), _blank(qa.get("margin_px")), _blank(qa.get("clipped")),
                 _blank(c["frame_id"]), ctx["rig"] if ctx else self.rig.name, ctx["calibration"] if ctx else ""]

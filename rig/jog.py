@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from rig.calibration import CalibrationFile
+from rig.calibration.angles import pulse_to_angle
+from rig.calibration.file import CalibrationFile
 from rig.config import RigConfig
 from rig.devices import Motion
 
@@ -67,9 +68,8 @@ class Jog:
         fit = self.cal.angles.get(row.name) if self.cal else None
         if fit is None:
             return "   (no calibration)"
-        import numpy as np
 
-        return f"{float(np.polyval(fit.coeffs, pulse)):+8.2f} deg"
+        return f"{pulse_to_angle(fit.coeffs, pulse):+8.2f} deg"
 
     def save_pose(self, name: str) -> str:
         if not POSE_NAME.match(name):

@@ -12,8 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from rig.config import Session
 from rig.manifest import Manifest, ManifestRow
+from rig.session import Session
 
 
 @dataclass(frozen=True)

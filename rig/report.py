@@ -27,9 +27,9 @@ from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from rig import __version__
-from rig.calibration import calibration_path
-from rig.config import Session
+from rig.calibration.file import calibration_path
 from rig.files import atomic_write
+from rig.session import Session
 from rig.store import RunStore
 
 REPORT_NAME = "report.html"

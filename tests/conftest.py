@@ -49,8 +49,8 @@ def open_sim_devices(rig_path: Path, fast: bool = True) -> tuple[Devices, SimWor
     (the true servo pulses and light levels: ground truth no caller of the devices gets)."""
     from contextlib import ExitStack
 
-    from rig.config import load_rig_for_run
     from rig.devices.kinds import Devices, Opening, open_camera, open_controller, open_display
+    from rig.session import load_rig_for_run
     from rig.sim.world import world
 
     opening = Opening(load_rig_for_run(rig_path), rig_path, ExitStack(), fast)

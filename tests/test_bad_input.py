@@ -137,7 +137,7 @@ def _image_files(data: Path) -> list[Path]:
     ({"poses": {"front": {"camera_pan": 1500, "camera_pann": 1500}}}, "camera_pann:"),
     ({"lighting": {"bright": {"left": 60, "centre": 10}}}, "centre:"),
     ({"lighting": {"bright": {"left": 60, "right": 600}}}, "right: 600"),
-    ({"sim": {"arm": {"pan": {"servo": "pan_cam"}}}}, "servo: pan_cam"),
+    ({"roles": {"pan": "pan_cam"}}, "pan: pan_cam"),
 ])
 def test_rig_file_errors_name_the_line_of_the_bad_entry(tmp_path: Path, phantoms: Path, overrides: dict,
                                                         bad_key: str) -> None:
@@ -335,9 +335,9 @@ def test_repeated_failures_of_one_kind_are_summarised(tmp_path: Path, phantoms: 
 
 
 def test_moved_image_folder_resumes_against_the_new_root(tmp_path: Path, phantoms: Path) -> None:
-    from rig.config import load_session
     from rig.manifest import Manifest
     from rig.plan import Plan
+    from rig.session import load_session
     from rig.store import RunStore
 
     data = _copy_data(phantoms, tmp_path)

@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 from conftest import rig_file, session_file
 
-from rig.config import Session, SimDisplayConfig, load_session
+from rig.config import SimDisplayConfig
 from rig.devices import Shot
 from rig.devices.kinds import Devices
 from rig.devices.rigctl import RigController
 from rig.engine import Engine
 from rig.manifest import Manifest
 from rig.plan import Plan
+from rig.session import Session, load_session
 from rig.sim.avr import AvrSimulator
 from rig.sim.camera import SimCamera, truth
 from rig.sim.display import SimDisplay

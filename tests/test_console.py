@@ -191,10 +191,11 @@ def test_calibration_shows_photo_n_of_n_with_an_eta(tmp_path: Path) -> None:
 
 
 def test_the_estimate_is_the_rigs_motion_display_and_camera_timing(tmp_path: Path) -> None:
-    from rig.config import load_rig, load_session
+    from rig.config import load_rig
     from rig.console import estimate_s
     from rig.demo_data import make_demo_data
     from rig.plan import planned_conditions
+    from rig.session import load_session
     from rig.sim.camera import SimCamera
     from rig.sim.studio import Studio
 

@@ -192,7 +192,7 @@ def test_pan_tilt_and_calibration_are_those_in_force_when_the_photos_were_taken(
     """With an angle calibration (here fitted to the studio's true joint angles), PanDeg and TiltDeg are the
     camera arm's angles at the confirmed pulses, and Calibration names the file; a recalibration after the
     run does not rewrite what the earlier photos say."""
-    from rig import calibration
+    from rig.calibration import file as calibration
     from rig.config import load_rig
     from rig.sim.camera import truth
     from rig.sim.studio import Studio
@@ -204,7 +204,7 @@ def test_pan_tilt_and_calibration_are_those_in_force_when_the_photos_were_taken(
     cal = calibration.load_or_new(rig_path, rig)
     for servo, joint in (("camera_pan", studio.sim.arm.pan), ("camera_tilt", studio.sim.arm.tilt)):
         pulses = np.arange(1000, 2001, 50)
-        angles = [studio.joint_angle(joint, tuple(float(p) if ch == rig.servos[servo].channel else 1500.0
+        angles = [studio.joint_angle(servo, joint, tuple(float(p) if ch == rig.servos[servo].channel else 1500.0
                                                   for ch in range(4))) for p in pulses]
         cal.angles[servo] = calibration.AngleRecord(
             created="2026-11-30T00:00:00+00:00", method="fitted to the studio's truth", samples=len(pulses),

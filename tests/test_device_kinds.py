@@ -21,7 +21,7 @@ from rig.errors import ConfigError, DeviceError
 
 def test_checking_a_real_rig_imports_nothing_of_the_simulator() -> None:
     code = ("import sys; from pathlib import Path\n"
-            "import rig.cli, rig.engine, rig.calibrate_run\n"
+            "import rig.cli, rig.engine, rig.calibration.procedures\n"
             "from rig.config import load_rig; from rig.doctor import machine_checks, rig_checks\n"
             "path = Path('calibration/real-rig.example.yaml'); rig = load_rig(path)\n"
             "checks = machine_checks(rig) + rig_checks(rig, path)\n"

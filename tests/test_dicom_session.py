@@ -11,12 +11,12 @@ import numpy as np
 import pydicom
 from conftest import open_sim_devices, rig_file, session_file
 
-from rig.config import load_session
 from rig.engine import Engine
 from rig.fiducials import fiducial_layout
 from rig.images import letterbox_rect
 from rig.manifest import Manifest
 from rig.plan import Plan
+from rig.session import load_session
 from rig.store import RunStore
 
 WINDOW = (1500.0, 2500.0)  # center, width in modality units: not any file's own window

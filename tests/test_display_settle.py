@@ -7,11 +7,11 @@ from pathlib import Path
 
 from conftest import rig_file, session_file
 
-from rig.config import load_session
 from rig.devices.kinds import open_devices
 from rig.engine import Engine
 from rig.manifest import Manifest
 from rig.plan import Plan
+from rig.session import load_session
 from rig.store import RunStore
 
 

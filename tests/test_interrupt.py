@@ -12,10 +12,10 @@ from pathlib import Path
 
 from conftest import REPO, RIG_BIN, open_sim_devices, rig_file, run_rig, session_file
 
-from rig.config import load_session
 from rig.engine import Engine
 from rig.manifest import Manifest
 from rig.plan import Plan
+from rig.session import load_session
 from rig.store import RunStore
 
 

@@ -11,13 +11,13 @@ import pytest
 from conftest import rig_file, session_file
 
 from rig import cli
-from rig.config import load_session
 from rig.console import Notifier
 from rig.devices import Shot
 from rig.devices.kinds import open_devices
 from rig.engine import Engine
 from rig.manifest import Manifest
 from rig.plan import Plan
+from rig.session import load_session
 from rig.store import RunStore
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import rig_file, run_rig, session_file
+import yaml
+from conftest import REPO, rig_file, run_rig, session_file
 
 from rig.config import load_rig
 from rig.fiducials import fiducial_layout
@@ -124,8 +125,9 @@ def test_a_jittery_display_is_retaken_until_every_photo_shows_its_frame(tmp_path
 
 def test_a_pose_with_the_screen_partly_out_of_frame_fails_coverage(tmp_path: Path, phantoms: Path) -> None:
     # The arm's axis behind the monitor: panning far swings the screen towards the photo's edge.
-    rig_path = rig_file(tmp_path, sim={"arm": {"pivot_mm": [0.0, 0.0, 420.0], "radius_mm": 1320.0},
-                                      "lens": {"focus_mm": 900.0}})
+    truth = yaml.safe_load((REPO / "calibration" / "sim-rig.yaml").read_text())["sim"]["truth"]
+    truth["camera_arm"] = {"pivot_mm": [0.0, 0.0, 420.0], "radius_mm": 1320.0}
+    rig_path = rig_file(tmp_path, sim={"truth": truth, "lens": {"focus_mm": 900.0}})
     raw = rig_path.read_text().replace("poses:", "poses:\n  too_far: {camera_pan: 1240, camera_tilt: 1500}", 1)
     rig_path.write_text(raw)
     rig = load_rig(rig_path)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from conftest import rig_file, session_file
 
-from rig.config import load_session
 from rig.devices import CameraFile
 from rig.manifest import Manifest
 from rig.plan import Plan
+from rig.session import load_session
 from rig.store import Capture, RunStore
 
 

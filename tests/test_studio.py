@@ -106,7 +106,8 @@ def test_ground_truth_is_what_solvepnp_recovers_from_the_projection(tmp_path: Pa
     arm = studio.sim.arm
     assert math.isclose(pan, arm.pan.deg_per_us * (1320 - arm.pan.zero_us))
     centre = -R.T @ t
-    assert np.allclose(centre, studio.camera_centre(pulses)) and math.isclose(np.linalg.norm(centre), arm.radius_mm)
+    radius = studio.geometry.camera_arm.radius_mm
+    assert np.allclose(centre, studio.camera_centre(pulses)) and math.isclose(np.linalg.norm(centre), radius)
     assert np.allclose(studio.screen_corners(pulses, *studio.display_size),
                        studio.screen_points(pulses, np.array([[0, 0], [studio.display_size[0], 0],
                                                               [*studio.display_size], [0, studio.display_size[1]]])),

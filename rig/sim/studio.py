@@ -8,7 +8,9 @@ The photo is built in linear light: the displayed frame (display gamma) warped i
 on the kinematic chain, modulated by the screen's pixel grid as the sensor samples it (moire), plus
 the room light the screen reflects (veil), the mirror image of each lamp in the glass (glare), the
 bezel and the wall; then exposure, lens distortion, defocus, vignetting, sensor noise, gamma, JPEG.
-Every effect has a parameter in the rig file's `sim:` section and can be switched off.
+Where things are comes from the rig file's measured `geometry:` (with `sim.truth:` where the simulated
+rig truly differs from its measurement) and which servo moves what from its `roles:`; how the servos
+truly answer, the lens and every effect from its `sim:` section (each effect can be switched off).
 
 Ground truth for tests and calibration: `camera_pose`, `camera_matrix`, `dist_coeffs`, `project`,
 `screen_corners`, `screen_points`, `camera_angles`, `light_positions`.
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from rig.config import RigConfig, ServoJointModel
+from rig.calibration.angles import pulse_to_angle
+from rig.config import JointResponse, LampModel, RigConfig
+from rig.errors import ConfigError
 
 _DISPLAY_GAMMA = 2.2
 _LIN = ((np.arange(256, dtype=np.float64) / 255.0) ** _DISPLAY_GAMMA).astype(np.float32)
@@ -58,7 +62,8 @@ def _rot_z(a: float) -> np.ndarray:
 
 
 def _sinc(x: np.ndarray) -> np.ndarray:
-    return np.sinc(x)  # sin(pi x) / (pi x)
+    out: np.ndarray = np.sinc(x)  # sin(pi x) / (pi x)
+    return out
 
 
 @dataclass
@@ -82,11 +87,19 @@ class Studio:
         self.rig = rig
         self.sim = rig.sim
         sim = rig.sim
+        geometry = rig.true_geometry()
+        if geometry is None:
+            raise ConfigError(f"rig '{rig.name}': geometry: missing; the simulated studio renders the rig from "
+                              "its measured geometry (monitor, camera_arm, sensor_width_mm, lamps); add 'geometry:'")
+        self.geometry = geometry
+        self._pan = rig.roles.pan if rig.roles else None
+        self._tilt = rig.roles.tilt if rig.roles else None
+        self._lamp_servo = dict(rig.roles.lamps) if rig.roles else {}
         self.rng = np.random.default_rng(sim.seed if seed is None else seed)
         self.photo_size = (sim.photo_width, sim.photo_height)
         self.display_size = (rig.display.width, rig.display.height)
         lens = sim.lens
-        self.pixel_mm = lens.sensor_width_mm / sim.photo_width  # sensor pixel size
+        self.pixel_mm = geometry.sensor_width_mm / sim.photo_width  # sensor pixel size
         f = lens.focal_mm / self.pixel_mm
         cx = (sim.photo_width - 1) / 2 + lens.principal_offset_px[0]
         cy = (sim.photo_height - 1) / 2 + lens.principal_offset_px[1]
@@ -102,22 +115,21 @@ class Studio:
 
     # ------------------------------------------------------------ ground truth
 
-    def joint_angle(self, joint: ServoJointModel, pulses: tuple[float, ...]) -> float:
-        """True angle of a servo joint in degrees for the pulses the servos reached."""
-        if joint.servo is None or self._channel[joint.servo] >= len(pulses):
+    def joint_angle(self, servo: str | None, joint: JointResponse, pulses: tuple[float, ...]) -> float:
+        """True angle in degrees of the joint `servo` drives, for the pulses the servos reached (0 without one)."""
+        if servo is None or self._channel[servo] >= len(pulses):
             return 0.0
-        d = float(pulses[self._channel[joint.servo]]) - joint.zero_us
-        return joint.deg_per_us * d + joint.deg_per_us2 * d * d
+        return pulse_to_angle(joint.coeffs, float(pulses[self._channel[servo]]))
 
     def camera_angles(self, pulses: tuple[float, ...]) -> tuple[float, float]:
         """True (pan, tilt) of the camera arm in degrees."""
         arm = self.sim.arm
-        return self.joint_angle(arm.pan, pulses), self.joint_angle(arm.tilt, pulses)
+        return self.joint_angle(self._pan, arm.pan, pulses), self.joint_angle(self._tilt, arm.tilt, pulses)
 
     def camera_centre(self, pulses: tuple[float, ...]) -> np.ndarray:
         """Camera centre in world mm."""
         pan, tilt = (math.radians(a) for a in self.camera_angles(pulses))
-        arm = self.sim.arm
+        arm = self.geometry.camera_arm
         offset = np.array([math.sin(pan) * math.cos(tilt), -math.sin(tilt), -math.cos(pan) * math.cos(tilt)])
         return np.array(arm.pivot_mm, np.float64) + arm.radius_mm * offset
 
@@ -125,7 +137,7 @@ class Studio:
         """(R, t) with x_cam = R @ x_world + t (OpenCV's convention, as solvePnP returns it)."""
         arm = self.sim.arm
         c = self.camera_centre(pulses)
-        forward = np.array(arm.pivot_mm, np.float64) - c
+        forward = np.array(self.geometry.camera_arm.pivot_mm, np.float64) - c
         forward /= np.linalg.norm(forward)
         right = np.cross(forward, np.array([0.0, -1.0, 0.0]))
         right /= np.linalg.norm(right)
@@ -135,20 +147,23 @@ class Studio:
         R = _rot_z(roll) @ _rot_x(pitch) @ _rot_y(yaw) @ aim
         return R, -R @ c
 
+    def lamp(self, name: str) -> LampModel:
+        """How the lamp of light `name` truly answers and shines."""
+        return self.sim.lights.get(name) or LampModel()
+
     def light_positions(self, pulses: tuple[float, ...]) -> dict[str, np.ndarray]:
-        """Each lamp's centre in world mm, from its arm's servo."""
+        """Each lamp's centre in world mm, from its arm's servo (lamps the geometry places)."""
         out = {}
-        for name, lamp in self.sim.lights.items():
-            a = 0.0
-            if lamp.servo is not None and self._channel[lamp.servo] < len(pulses):
-                a = math.radians(lamp.deg_per_us * (float(pulses[self._channel[lamp.servo]]) - lamp.zero_us))
-            out[name] = np.array(lamp.pivot_mm, np.float64) + lamp.reach_mm * np.array([math.sin(a), 0, -math.cos(a)])
+        for name, where in self.geometry.lamps.items():
+            a = math.radians(self.joint_angle(self._lamp_servo.get(name), self.lamp(name), pulses))
+            out[name] = np.array(where.pivot_mm, np.float64) + where.reach_mm * np.array([math.sin(a), 0, -math.cos(a)])
         return out
 
     def pitch_mm(self, width: int | None = None, height: int | None = None) -> tuple[float, float]:
         """Pixel pitch of the monitor showing a width x height frame."""
         w, h = width or self.display_size[0], height or self.display_size[1]
-        return self.sim.monitor.width_mm / w, self.sim.monitor.height_mm / h
+        mon = self.geometry.monitor
+        return mon.width_mm / w, mon.height_mm / h
 
     def screen_to_world(self, uv: np.ndarray, width: int | None = None, height: int | None = None) -> np.ndarray:
         """Continuous screen pixel coordinates (N, 2) -> world mm (N, 3)."""
@@ -202,14 +217,15 @@ class Studio:
             mu, mv = margin_mm / px, margin_mm / py
             q = np.array([[-mu, -mv, 1], [width + mu, -mv, 1], [width + mu, height + mv, 1], [-mu, height + mv, 1]]).T
             p = H_cont @ q
-            return (p[:2] / p[2]).T
+            corners: np.ndarray = (p[:2] / p[2]).T
+            return corners
 
         def mask(quad: np.ndarray) -> np.ndarray:
             m = np.zeros((ph, pw), np.uint8)
             cv2.fillConvexPoly(m, np.round(quad * 16).astype(np.int32), 255, cv2.LINE_AA, shift=4)
             return m.astype(np.float32) / 255.0
 
-        screen, monitor = mask(poly(0.0)), mask(poly(mon.bezel_mm))
+        screen, monitor = mask(poly(0.0)), mask(poly(self.geometry.monitor.bezel_mm))
         yy = np.linspace(0.75, 1.15, ph, dtype=np.float32)[:, None]  # the wall: lit more towards the floor
         diffuse = screen * mon.reflectance + (monitor - screen) * _BEZEL_ALBEDO + (1 - monitor) * sim.wall_albedo * yy
         depth = float(t[2])
@@ -231,7 +247,7 @@ class Studio:
         soft = lens.softness_um / 1000 / self.pixel_mm
         if not self.sim.effects.defocus:
             return soft
-        f, s = lens.focal_mm, lens.focus_mm or self.sim.arm.radius_mm
+        f, s = lens.focal_mm, lens.focus_mm or self.geometry.camera_arm.radius_mm
         coc_mm = (f / lens.f_number) * abs(depth_mm - s) / depth_mm * f / max(1e-6, s - f)
         sigma_defocus = coc_mm / self.pixel_mm / 2.4  # a disc of diameter D ~ Gaussian of sigma D / 2.4
         return math.hypot(soft, sigma_defocus)
@@ -259,7 +275,8 @@ class Studio:
 
         def attenuation(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
             mtf = np.exp(np.float32(-2 * math.pi ** 2 * sigma ** 2) * (dx * dx + dy * dy))
-            return _sinc(np.float32(ap) * dx) * _sinc(np.float32(ap) * dy) * mtf
+            att: np.ndarray = _sinc(np.float32(ap) * dx) * _sinc(np.float32(ap) * dy) * mtf
+            return att
 
         au = np.float32(2 * np.sinc(mon.fill / 3)) * attenuation(dux, duy)  # one colour stripe per third of a pixel
         av = np.float32(2 * np.sinc(mon.fill)) * attenuation(dvx, dvy)  # black matrix between pixel rows
@@ -269,7 +286,8 @@ class Studio:
             mu = 1 + au * np.cos(np.float32(2 * np.pi) * (u - np.float32((c + 0.5) / 3)))
             out[..., c] = np.clip(mu * mv, 0, None)
         inside = screen[..., None]
-        return out * inside + (1 - inside)
+        grid: np.ndarray = out * inside + (1 - inside)
+        return grid
 
     def _distortion_maps(self) -> tuple[np.ndarray, np.ndarray]:
         """For each distorted photo pixel, where it comes from in the undistorted render (computed once)."""
@@ -313,7 +331,7 @@ class Studio:
             level = self._level(scene, name)
             d = float(np.linalg.norm(pos))
             cos_i = abs(pos[2]) / d
-            total += level * self.sim.lights[name].power * (_REFERENCE_MM / d) ** 2 * cos_i
+            total += level * self.lamp(name).power * (_REFERENCE_MM / d) ** 2 * cos_i
         return total
 
     def _level(self, scene: Scene, light: str) -> float:
@@ -322,7 +340,7 @@ class Studio:
 
     def _glare(self, scene: Scene, pose: _Pose) -> np.ndarray:
         """The lamps' mirror images in the glass: a disc per lamp spread by the coating's roughness."""
-        sim, mon = self.sim, self.sim.monitor
+        mon = self.sim.monitor
         pw, ph = self.photo_size
         step = 4
         # Sample at the centres of the step x step cells so resizing back does not shift the highlight.
@@ -334,7 +352,7 @@ class Studio:
             level = self._level(scene, name)
             if level <= 0:
                 continue
-            lamp = sim.lights[name]
+            lamp = self.lamp(name)
             mirror = pos * np.array([1.0, 1.0, -1.0])
             cam = pose.R @ mirror + pose.t
             if cam[2] <= 0:
@@ -348,7 +366,8 @@ class Studio:
             s2 = (r_disc / 2) ** 2 + r_rough ** 2 + 1.0
             peak = mon.gloss * lamp.radiance * level * (r_disc ** 2 / 4) / s2
             small += peak * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * s2))
-        return cv2.resize(small, (pw, ph), interpolation=cv2.INTER_LINEAR) * pose.glass
+        glare: np.ndarray = cv2.resize(small, (pw, ph), interpolation=cv2.INTER_LINEAR) * pose.glass
+        return glare
 
     def render_linear(self, scene: Scene) -> np.ndarray:
         """The exposure on the sensor in linear units (1.0 = full scale), before noise and tone curve."""

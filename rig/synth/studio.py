@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 @lru_cache(maxsize=4)
 def load_rig(path: str) -> RigConfig:
     """The rig file with its poses in pulses, loaded once per process."""
-    from rig.config import load_rig_for_run
+    from rig.session import load_rig_for_run
 
     return load_rig_for_run(Path(path))
 

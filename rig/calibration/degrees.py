@@ -1,7 +1,7 @@
 """Poses written in degrees, and the soft limits calibration found, applied before anything moves.
 
-A rig file's pose may say `camera_pan: "12.5deg"`; this converts it to a pulse through the
-calibrated pulse -> angle fit. Every pose, in pulses or degrees, must also lie inside the soft
+A rig file's pose may say `camera_pan: "12.5deg"` (any servo with an angle calibration); this converts
+it to a pulse through the calibrated pulse -> angle fit. Every pose, in pulses or degrees, must also lie inside the soft
 limits `rig calibrate range` stored. A rig with a calibration made for other hardware is refused.
 """
 
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import yaml
 
-from rig import calibration
-from rig.calibrate import AngleFit
+from rig.calibration import file as calibration
+from rig.calibration.angles import AngleFit, pulse_to_angle
 from rig.command import rig_command
 from rig.config import RigConfig, degrees, located
 from rig.errors import ConfigError
@@ -21,9 +20,10 @@ from rig.errors import ConfigError
 
 def resolve(rig: RigConfig, rig_path: Path, node: yaml.Node) -> RigConfig:
     """The rig with every pose in pulses, checked against the calibration's soft limits."""
+    cal: calibration.CalibrationFile | None
     if rig.uses_degrees:
-        cal = calibration.require_current(rig_path, rig, "poses in degrees",
-                                          f"{rig_command()} calibrate intrinsics {rig_path} && {rig_command()} calibrate angles {rig_path}")
+        fix = f"{rig_command()} calibrate intrinsics {rig_path} && {rig_command()} calibrate angles {rig_path}"
+        cal = calibration.require_current(rig_path, rig, "poses in degrees", fix)
     else:
         cal = calibration.load(rig_path)
         if cal is None:
@@ -42,7 +42,8 @@ def resolve(rig: RigConfig, rig_path: Path, node: yaml.Node) -> RigConfig:
                 shown = f"{value} ({pulse} us)" if isinstance(value, str) else f"{pulse} us" + (
                     f" ({angle:+.2f} deg)" if angle is not None else "")
                 raise ConfigError(located(rig_path, node, where,
-                                          f"{shown} is outside the soft limits {limit.min_deg:+.2f}..{limit.max_deg:+.2f} deg "
+                                          f"{shown} is outside the soft limits "
+                                          f"{limit.min_deg:+.2f}..{limit.max_deg:+.2f} deg "
                                           f"({limit.min_us}..{limit.max_us} us) where the whole screen stays in frame; "
                                           f"choose a pose inside them or re-run {rig_command()} calibrate range"))
             poses[pose][servo] = pulse
@@ -51,7 +52,7 @@ def resolve(rig: RigConfig, rig_path: Path, node: yaml.Node) -> RigConfig:
 
 def _angle(cal: calibration.CalibrationFile, servo: str, pulse: int) -> float | None:
     rec = cal.angles.get(servo)
-    return None if rec is None else float(np.polyval(rec.coeffs, pulse))
+    return None if rec is None else pulse_to_angle(rec.coeffs, pulse)
 
 
 def _to_pulse(rig: RigConfig, rig_path: Path, node: yaml.Node, cal: calibration.CalibrationFile,

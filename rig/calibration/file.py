@@ -21,9 +21,11 @@ from rig.config import RigConfig
 from rig.errors import ConfigError
 
 VERSION = 1
-# Parts of a rig file that do not change what calibration measured: where things are plugged in,
-# timing, and the operator's named poses and presets.
-NOT_HARDWARE = {"name", "controller", "motion", "poses", "lighting"}
+# The parts of a rig file that describe the hardware calibration measured. Not in it: the name, motion
+# timing, the operator's poses and presets, and `sim:` (the simulator's own tuning: a noisier simulated
+# camera is the same rig). Of the controller, how the host reaches it (port, timeouts) is not hardware.
+HARDWARE = ("controller", "servos", "lights", "camera", "display", "geometry", "roles")
+CONTROLLER_LINK = {"port", "baudrate", "reply_timeout_s", "give_up_s", "host_timeout_ms"}
 
 
 class Record(BaseModel):
@@ -49,6 +51,15 @@ class AngleRecord(Record):
     pulse_range: tuple[int, int]
 
 
+class ArmRecord(Record):
+    created: str
+    pivot_mm: list[float]  # the camera arm's pivot the angles are measured about
+    radius_mm: float
+    fit_rms_mm: float  # camera positions' spread about the sphere fitted to them
+    ruler_pivot_mm: list[float]  # the rig file's measured geometry, for comparison
+    from_photos: bool  # False: the fit was poor and the ruler's pivot was used
+
+
 class PoseRecord(Record):
     created: str
     homography: list[list[float]]  # screen pixel -> undistorted photo pixel
@@ -72,6 +83,7 @@ class CalibrationFile(Record):
     hardware_digest: str
     intrinsics: IntrinsicsRecord | None = None
     angles: dict[str, AngleRecord] = Field(default_factory=dict)
+    arm: ArmRecord | None = None
     poses: dict[str, PoseRecord] = Field(default_factory=dict)
     ranges: dict[str, RangeRecord] = Field(default_factory=dict)
 
@@ -81,8 +93,10 @@ def now() -> str:
 
 
 def hardware_digest(rig: RigConfig) -> str:
-    """A digest of the rig file's hardware description (servos, lights, camera, display, geometry)."""
-    data = rig.model_dump(mode="json", exclude=NOT_HARDWARE)
+    """A digest of the rig file's hardware description (controller, servos, lights, camera, display,
+    measured geometry, roles); changing any of them makes the calibration stale."""
+    data = rig.model_dump(mode="json", include=set(HARDWARE))
+    data["controller"] = {k: v for k, v in data["controller"].items() if k not in CONTROLLER_LINK}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -102,7 +116,8 @@ def load(rig_path: Path) -> CalibrationFile | None:
         raise ConfigError(f"{path}: not a readable calibration file ({str(e).splitlines()[0]}); "
                           f"re-run {rig_command()} calibrate, or delete the file") from None
     if cal.version != VERSION:
-        raise ConfigError(f"{path}: calibration format {cal.version}, this rig reads {VERSION}; re-run {rig_command()} calibrate")
+        raise ConfigError(f"{path}: calibration format {cal.version}, this rig reads {VERSION}; "
+                          f"re-run {rig_command()} calibrate")
     return cal
 
 
@@ -137,7 +152,7 @@ def require_current(rig_path: Path, rig: RigConfig, what: str, fix: str) -> Cali
         raise ConfigError(f"{rig_path}: {what} needs a calibration and {path.name} does not exist; run: {fix}")
     if cal.hardware_digest != hardware_digest(rig):
         raise ConfigError(f"{path}: measured for an earlier hardware description of {rig_path.name} "
-                          f"(servos, camera, display or geometry changed since); run: {fix}")
+                          f"(controller, servos, camera, display, geometry or roles changed since); run: {fix}")
     return cal
 
 
@@ -147,16 +162,17 @@ def in_force(rig: RigConfig, rig_path: Path) -> tuple[CalibrationFile | None, st
     cal = load(rig_path)
     if cal is None or cal.hardware_digest != hardware_digest(rig):
         return None, ""
-    dates = [r.created for r in (cal.intrinsics, *cal.angles.values(), *cal.poses.values(), *cal.ranges.values())
-             if r is not None]
+    records = (cal.intrinsics, cal.arm, *cal.angles.values(), *cal.poses.values(), *cal.ranges.values())
+    dates = [r.created for r in records if r is not None]
     return cal, calibration_path(rig_path).name + (f"@{max(dates)}" if dates else "")
 
 
 def capture_context(rig: RigConfig, rig_path: Path) -> dict[str, object]:
     """What a run records when it starts, so its export describes the rig as it was when the photos
-    were taken, not after a later recalibration: rig name, channel names, calibration and angle fits."""
+    were taken, not after a later recalibration: rig name, channel names, roles, calibration and angle fits."""
     cal, name = in_force(rig, rig_path)
     return {"rig": rig.name, "calibration": name,
+            "roles": {"pan": rig.roles.pan, "tilt": rig.roles.tilt} if rig.roles else {},
             "servos": {n: s.channel for n, s in rig.servos.items()},
             "lights": {n: lt.channel for n, lt in rig.lights.items()},
             "angles": {n: list(r.coeffs) for n, r in cal.angles.items()} if cal else {}}
