@@ -80,7 +80,64 @@ class SimavrControllerConfig(RigctlLinkConfig):
 
 # One model per kind, chosen by `kind:`; a field of another kind is an error. The factory that opens
 # each kind is named in rig/devices/kinds.py.
-ControllerConfig = Annotated[RigctlConfig | RigctlHostConfig | SimavrControllerConfig, Field(discriminator="kind")]
+class MaestroLight(Strict):
+    """How one of the rig file's lights is wired to the Maestro, and what its levels 0..255 mean.
+
+    output: a channel in Output mode switching a lamp driver: 0 = off, 255 = on (no other level).
+    pwm:    the Mini Maestro's PWM output: duty = level / 255 of `pwm_period` (units of 1/48 us).
+    dimmer: a channel in Servo mode driving a servo-pulse LED dimmer: level 0 -> `off_us`, 255 ->
+            `full_us`, linear in between (a span of at least 64 us, so each level is its own quarter-us).
+    """
+
+    channel: int = Field(ge=0, le=23, description="the Maestro channel the lamp is wired to")
+    mode: Literal["output", "pwm", "dimmer"]
+    off_us: int = Field(1000, ge=64, le=4000, description="dimmer: pulse at level 0")
+    full_us: int = Field(2000, ge=64, le=4000, description="dimmer: pulse at level 255")
+    pwm_period: int = Field(4800, ge=255, le=16383, description="pwm: period in 1/48 us (4800 = 10 kHz)")
+
+    @model_validator(mode="after")
+    def _span(self) -> MaestroLight:
+        if self.mode == "dimmer" and abs(self.full_us - self.off_us) < 64:
+            raise ValueError(f"off_us {self.off_us} and full_us {self.full_us} need at least 64 us between them")
+        return self
+
+
+class MaestroLinkConfig(Strict):
+    """What a Pololu Maestro (rig/devices/maestro.py) needs, real or simulated: its model, serial protocol and
+    settings, and how each of the rig file's lights is wired to it."""
+
+    model: Literal["micro6", "mini12", "mini18", "mini24"] = "micro6"
+    protocol: Literal["compact", "pololu"] = "compact"
+    device_number: int = Field(12, ge=0, le=127, description="Pololu protocol only; the Maestro's default is 12")
+    crc: bool = Field(False, description="the Maestro's 'Enable CRC' serial setting")
+    baudrate: int = Field(115200, gt=0, description="UART mode only; the USB Command Port ignores it")
+    reply_timeout_s: float = Field(0.5, gt=0)
+    serial_timeout_s: float = Field(30.0, ge=0, le=655.35,
+                                    description="the Timeout you set in the Maestro's Serial Settings (0: off); "
+                                                "the host cannot read or set it, `rig doctor` reminds you")
+    lights: dict[int, MaestroLight] = Field(default_factory=dict,
+                                            description="the rig file's light channel -> Maestro wiring")
+
+
+
+
+class MaestroConfig(MaestroLinkConfig):
+    """A real Pololu Maestro on USB or a UART."""
+
+    kind: Literal["maestro"]
+    port: str = Field(min_length=1, description="pyserial URL or path: the Maestro's Command Port (e.g. "
+                      "/dev/ttyACM0) in USB Dual Port mode, or a USB-serial adapter on its RX/TX in UART mode")
+
+
+class SimMaestroConfig(MaestroLinkConfig):
+    """Simulated: a Maestro that follows Pololu's user guide byte for byte, on a pseudo-terminal, set up the
+    way `rig doctor` tells an operator to set up a real one."""
+
+    kind: Literal["sim-maestro"]
+
+
+ControllerConfig = Annotated[RigctlConfig | RigctlHostConfig | SimavrControllerConfig | MaestroConfig | SimMaestroConfig,
+                             Field(discriminator="kind")]
 
 
 class ServoConfig(Strict):

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rig.config import RigConfig
+from rig.config import MaestroConfig, RigConfig
 from rig.errors import RigError
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
@@ -74,6 +74,10 @@ def rig_checks(rig: RigConfig, rig_path: Path) -> list[Check]:
 
     opening = Opening(rig, rig_path, ExitStack(), fast=True)
     checks = []
+    if isinstance(rig.controller, MaestroConfig):  # its settings live on the Maestro: read back what we can
+        from rig.devices.maestro import maestro_checks
+
+        checks += maestro_checks(rig.controller, rig)
     try:
         try:
             state = open_controller(opening).state()

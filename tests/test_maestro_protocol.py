@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import serial
 
-from rig.config import RigConfig, load_rig
+from rig.config import MaestroConfig, MaestroLight, RigConfig, load_rig
 from rig.devices import maestro as drv
-from rig.devices.maestro import Maestro, MaestroLight, MaestroSettings
+from rig.devices.maestro import Maestro
 from rig.errors import ConfigError, DeviceError
 from rig.sim import maestro as sim
 from rig.sim.maestro import ChannelSettings, DeviceSettings, LampWiring, MaestroSimulator
@@ -220,9 +220,9 @@ def _device(channels: list[ChannelSettings] | None = None, lamps: list[LampWirin
                           channels=channels, lamps=lamps or [LampWiring(6, "dimmer"), LampWiring(8, "pwm")])
 
 
-def _settings(port: str, **kw: object) -> MaestroSettings:
+def _settings(port: str, **kw: object) -> MaestroConfig:
     lights = {0: MaestroLight(channel=6, mode="dimmer"), 1: MaestroLight(channel=8, mode="pwm")}
-    return MaestroSettings.model_validate({"port": port, "model": "mini12", "lights": lights, **kw})
+    return MaestroConfig.model_validate({"kind": "maestro", "port": port, "model": "mini12", "lights": lights, **kw})
 
 
 @contextmanager

@@ -23,6 +23,8 @@ FACTORIES: dict[str, dict[str, str]] = {
         # the rigctl protocol: the firmware's own core built for this PC, on a pty
         "rigctl-host": "rig.sim.controllers:open_rigctl_host",
         "simavr": "rig.sim.controllers:open_simavr",
+        "maestro": "rig.devices.maestro:open_controller",
+        "sim-maestro": "rig.sim.maestro:open_controller",
     },
     "camera": {
         "gphoto2": "rig.devices.gphoto2cam:open_camera",

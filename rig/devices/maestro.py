@@ -23,16 +23,18 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import serial
-from pydantic import Field, model_validator
 
-from rig.config import RigConfig, Strict
+from rig.config import MaestroConfig, MaestroLight, MaestroLinkConfig, RigConfig
 from rig.devices import MotionState
 from rig.devices.link import PortUnavailable
 from rig.doctor import Check
 from rig.errors import ConfigError, DeviceError
+
+if TYPE_CHECKING:
+    from rig.devices.kinds import Opening
 
 log = logging.getLogger(__name__)
 
@@ -100,48 +102,14 @@ def describe_errors(bits: int) -> str:
 # ---------------------------------------------------------------- rig file section (for config.py)
 
 
-class MaestroLight(Strict):
-    """How one of the rig file's lights is wired to the Maestro, and what its levels 0..255 mean.
-
-    output: a channel in Output mode switching a lamp driver: 0 = off, 255 = on (no other level).
-    pwm:    the Mini Maestro's PWM output: duty = level / 255 of `pwm_period` (units of 1/48 us).
-    dimmer: a channel in Servo mode driving a servo-pulse LED dimmer: level 0 -> `off_us`, 255 ->
-            `full_us`, linear in between (a span of at least 64 us, so each level is its own quarter-us).
-    """
-
-    channel: int = Field(ge=0, le=23, description="the Maestro channel the lamp is wired to")
-    mode: Literal["output", "pwm", "dimmer"]
-    off_us: int = Field(1000, ge=64, le=4000, description="dimmer: pulse at level 0")
-    full_us: int = Field(2000, ge=64, le=4000, description="dimmer: pulse at level 255")
-    pwm_period: int = Field(4800, ge=255, le=16383, description="pwm: period in 1/48 us (4800 = 10 kHz)")
-
-    @model_validator(mode="after")
-    def _span(self) -> MaestroLight:
-        if self.mode == "dimmer" and abs(self.full_us - self.off_us) < 64:
-            raise ValueError(f"off_us {self.off_us} and full_us {self.full_us} need at least 64 us between them")
-        return self
+def port_of(settings: MaestroLinkConfig) -> str:
+    """The serial port a rig file names (a simulated Maestro's port is its pty, given by its factory)."""
+    if isinstance(settings, MaestroConfig):
+        return settings.port
+    raise ConfigError("controller: a simulated Maestro has no port of its own; open it through its kind")
 
 
-class MaestroSettings(Strict):
-    """`controller:` of a rig file with `kind: maestro`."""
-
-    kind: Literal["maestro"] = "maestro"
-    port: str = Field(description="pyserial URL or path: the Maestro's Command Port (e.g. /dev/ttyACM0) in USB "
-                                  "Dual Port mode, or a USB-serial adapter on its RX/TX in UART mode")
-    model: Literal["micro6", "mini12", "mini18", "mini24"] = "micro6"
-    protocol: Literal["compact", "pololu"] = "compact"
-    device_number: int = Field(12, ge=0, le=127, description="Pololu protocol only; the Maestro's default is 12")
-    crc: bool = Field(False, description="the Maestro's 'Enable CRC' serial setting")
-    baudrate: int = Field(115200, gt=0, description="UART mode only; the USB Command Port ignores it")
-    reply_timeout_s: float = Field(0.5, gt=0)
-    serial_timeout_s: float = Field(30.0, ge=0, le=655.35,
-                                    description="the Timeout you set in the Maestro's Serial Settings (0: off); "
-                                                "the host cannot read or set it, `rig doctor` reminds you")
-    lights: dict[int, MaestroLight] = Field(default_factory=dict,
-                                            description="the rig file's light channel -> Maestro wiring")
-
-
-def check_rig(settings: MaestroSettings, rig: RigConfig) -> None:
+def check_rig(settings: MaestroLinkConfig, rig: RigConfig) -> None:
     """What makes a rig file impossible on this Maestro, as a one-line ConfigError naming the field."""
     channels = MODELS[settings.model]
     used: dict[int, str] = {}
@@ -210,13 +178,13 @@ class MaestroWire:
     Every exchange ends with Get Errors, so its reply also proves the Maestro has processed all
     commands before it (they run in order); the register is cleared by that read (guide 4.e)."""
 
-    def __init__(self, port: serial.SerialBase, name: str, settings: MaestroSettings) -> None:
+    def __init__(self, port: serial.SerialBase, name: str, settings: MaestroLinkConfig) -> None:
         self.port, self.name = port, name
         self.protocol, self.device_number, self.crc = settings.protocol, settings.device_number, settings.crc
         self.reply_timeout_s = settings.reply_timeout_s
 
     @classmethod
-    def open(cls, url: str, settings: MaestroSettings) -> MaestroWire:
+    def open(cls, url: str, settings: MaestroLinkConfig) -> MaestroWire:
         try:
             port = serial.serial_for_url(url, baudrate=settings.baudrate, timeout=settings.reply_timeout_s,
                                          write_timeout=2.0, exclusive=True)
@@ -290,7 +258,7 @@ class Maestro:
 
     retransmissions = 0  # the Maestro's protocol has no retransmission
 
-    def __init__(self, wire: MaestroWire, settings: MaestroSettings, rig: RigConfig) -> None:
+    def __init__(self, wire: MaestroWire, settings: MaestroLinkConfig, rig: RigConfig) -> None:
         check_rig(settings, rig)
         self.wire, self.settings, self.rig = wire, settings, rig
         self.servos = {s.channel: s for s in rig.servos.values()}
@@ -309,9 +277,9 @@ class Maestro:
     # ------------------------------------------------------------ connect
 
     @classmethod
-    def connect(cls, settings: MaestroSettings, rig: RigConfig, url: str | None = None) -> Maestro:
+    def connect(cls, settings: MaestroLinkConfig, rig: RigConfig, url: str | None = None) -> Maestro:
         """Open `url` (default: settings.port), check who answers and how it is set up."""
-        wire = MaestroWire.open(url or settings.port, settings)
+        wire = MaestroWire.open(url or port_of(settings), settings)
         try:
             ctl = cls(wire, settings, rig)
             ctl.setup()
@@ -565,10 +533,10 @@ class Maestro:
 # ---------------------------------------------------------------- doctor
 
 
-def maestro_checks(settings: MaestroSettings, rig: RigConfig, url: str | None = None) -> list[Check]:
+def maestro_checks(settings: MaestroLinkConfig, rig: RigConfig, url: str | None = None) -> list[Check]:
     """What `rig doctor` can read back from the Maestro, and what the operator must set in Maestro Control
     Center because no serial command reads or writes it (serial mode, timeout, channel modes, limits)."""
-    name = f"maestro {url or settings.port}"
+    name = f"maestro {url or port_of(settings)}"
     checks: list[Check] = []
     try:
         ctl = Maestro.connect(settings, rig, url)
@@ -604,7 +572,7 @@ def maestro_checks(settings: MaestroSettings, rig: RigConfig, url: str | None = 
     return checks + operator_settings(settings, rig)
 
 
-def operator_settings(settings: MaestroSettings, rig: RigConfig) -> list[Check]:
+def operator_settings(settings: MaestroLinkConfig, rig: RigConfig) -> list[Check]:
     """The Maestro settings this host depends on but cannot read: one line each, for the operator."""
     def say(what: str, detail: str) -> Check:
         return Check(f"set in Maestro Control Center: {what}", True, detail, needed=False)
@@ -633,3 +601,18 @@ def operator_settings(settings: MaestroSettings, rig: RigConfig) -> list[Check]:
         say("light channels", light_lines or "no lights"),
         say("script", "none running (untick 'Run script on startup')"),
     ]
+
+
+def open_controller(opening: Opening) -> Maestro:
+    """`kind: maestro`: a Pololu Maestro on the rig file's serial port."""
+    config = opening.rig.controller
+    assert isinstance(config, MaestroConfig)  # the factory table chose this by kind
+    try:
+        check_rig(config, opening.rig)
+        motion = Maestro.connect(config, opening.rig)
+    except PortUnavailable as e:
+        raise ConfigError(f"{opening.rig_path}: controller.port: {e}; check the cable or fix the port") from None
+    except ConfigError as e:
+        raise ConfigError(f"{opening.rig_path}: {e}") from None
+    opening.stack.callback(motion.close)
+    return motion

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from rig.command import rig_command
-from rig.config import RigConfig, RigctlConfig
+from rig.config import RigConfig, RigctlConfig, RigctlLinkConfig
 from rig.devices import MotionState
 from rig.devices.link import Link, PortUnavailable
 from rig.errors import ConfigError, DeviceError
@@ -64,6 +64,8 @@ class RigController:
     @classmethod
     def connect(cls, url: str, rig: RigConfig, baudrate: int = 115200) -> RigController:
         c = rig.controller
+        if not isinstance(c, RigctlLinkConfig):
+            raise ConfigError(f"controller: kind {c.kind} does not speak the rigctl protocol")
         ctl = cls(Link.open(url, baudrate, reply_timeout_s=c.reply_timeout_s, give_up_s=c.give_up_s), rig)
         ctl.setup()
         return ctl
@@ -90,6 +92,7 @@ class RigController:
             if self.link.command(f"limit {s.channel}") != want:
                 log.info("setting limits of %s: %s", name, want)
                 self.link.command(f"limit {s.channel} {s.min} {s.max} {s.park} {s.slew}")
+        assert isinstance(self.rig.controller, RigctlLinkConfig)  # connect() checked it
         self.link.command(f"timeout {self.rig.controller.host_timeout_ms}")
         self._needs_restore = False
         self._connected = True

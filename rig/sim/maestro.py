@@ -22,8 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rig.config import RigConfig
-from rig.devices.maestro import MaestroSettings as MaestroConfig
+from rig.config import MaestroLinkConfig, RigConfig, SimMaestroConfig
+from rig.devices.kinds import Opening
+from rig.devices.maestro import Maestro, check_rig
+from rig.errors import ConfigError
+from rig.sim.line import faulty_wiring
+from rig.sim.world import world
 
 CHANNELS = {"micro6": 6, "mini12": 12, "mini18": 18, "mini24": 24}
 TICK_S = 0.010  # positions are updated every 10 ms (speed units of 0.25 us / 10 ms, guide 4.b)
@@ -357,7 +361,7 @@ class MaestroCore:
         return tuple(pulses), tuple(levels)
 
 
-def set_up_for(settings: MaestroConfig, rig: RigConfig) -> DeviceSettings:
+def set_up_for(settings: MaestroLinkConfig, rig: RigConfig) -> DeviceSettings:
     """A Maestro set up the way `rig doctor` tells an operator to: servo channels' Min/Max covering the rig
     file's limits and Go to park on startup or error, lamp channels in their modes and off on error, the
     serial settings and timeout of the rig file's `controller:`."""
@@ -449,3 +453,25 @@ class MaestroSimulator:
                     self._send(self.core.receive(data))
                 if self.core.check_timeout():
                     self.timed_out.set()
+
+
+def open_controller(opening: Opening) -> Maestro:
+    """`kind: sim-maestro`: the simulated Maestro set up as `rig doctor` advises, driven by the real driver.
+    Its power cuts follow `sim.power_cycles_s`; its line is binary, so `sim.line_noise` does not apply."""
+    config = opening.rig.controller
+    assert isinstance(config, SimMaestroConfig)  # the factory table chose this by kind
+    noise = opening.rig.sim.line_noise
+    if noise.corrupt_bytes or noise.drop_lines:
+        raise ConfigError(f"{opening.rig_path}: sim.line_noise: the simulated cable forwards text lines; the "
+                          "Maestro's protocol is binary: remove line_noise for a sim-maestro controller")
+    try:
+        check_rig(config, opening.rig)
+    except ConfigError as e:
+        raise ConfigError(f"{opening.rig_path}: {e}") from None
+    sim = MaestroSimulator(set_up_for(config, opening.rig)).start()
+    opening.stack.callback(sim.stop)
+    world(opening).physical = sim.physical
+    faulty_wiring(opening.rig.sim, sim.port, sim.power_cycle, opening.stack)  # power cuts only: no line noise
+    motion = Maestro.connect(config, opening.rig, sim.port)
+    opening.stack.callback(motion.close)
+    return motion
