@@ -47,7 +47,7 @@ tools:
 	command -v tmux >/dev/null || (apt-get update -q && apt-get install -y --no-install-recommends tmux)
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y --no-install-recommends chromium)
 
-test: $(STAMP) host firmware tools
+test: $(STAMP) host firmware tools check
 	$(BIN)/python -m pytest -q
 
 # Static checks: ruff (lint) on code and tests, strict mypy on the package (both configured in pyproject.toml).

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("session", type=Path, help=SESSION_HELP)
     p.add_argument("--replan", action="store_true",
                    help="accept a changed session file: keep the captures that still match, plan the rest")
-    p.add_argument("--fast", action="store_true", help="simulated devices only: no simulated latencies or frame waits (real ones are unchanged)")
+    p.add_argument("--fast", action="store_true",
+                   help="simulated devices only: no simulated latencies or frame waits (real ones are unchanged)")
     p.add_argument("--retry-failed", action="store_true",
                    help="re-queue the items that failed for a fresh set of retakes (their attempts are kept)")
     p.add_argument("--notify", metavar="COMMAND",
@@ -609,7 +610,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     out = Console(soft_wrap=True, highlight=False)
     for c in checks:
         mark = "[green]ok  [/]" if c.ok else ("[red]FAIL[/]" if c.needed else "--  ")
-        out.print(f"{mark} {c.name}: {c.detail}" + ("" if c.ok or c.needed or c.listing or rig is None else " (not needed by this rig)"))
+        unneeded = not (c.ok or c.needed or c.listing or rig is None)
+        out.print(f"{mark} {c.name}: {c.detail}" + (" (not needed by this rig)" if unneeded else ""))
     if rig is None:
         out.print(f"nothing judged without a rig file; check one with: {rig_command()} doctor RIG")
     return 0 if all(c.ok or not c.needed for c in checks) else 1

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from rig.errors import ConfigError
 
@@ -136,8 +137,9 @@ class SimMaestroConfig(MaestroLinkConfig):
     kind: Literal["sim-maestro"]
 
 
-ControllerConfig = Annotated[RigctlConfig | RigctlHostConfig | SimavrControllerConfig | MaestroConfig | SimMaestroConfig,
-                             Field(discriminator="kind")]
+ControllerConfig = Annotated[
+    RigctlConfig | RigctlHostConfig | SimavrControllerConfig | MaestroConfig | SimMaestroConfig,
+    Field(discriminator="kind")]
 
 
 class ServoConfig(Strict):
@@ -584,7 +586,8 @@ class QAConfig(Strict):
     """What every photo must show before it is accepted (the rest is retaken)."""
 
     min_margin: float = Field(0.02, ge=0, lt=0.5,
-                              description="the screen's corners at least this fraction of the photo's short side inside it")
+                              description="the screen's corners at least this fraction of the photo's short side "
+                                          "inside it")
     min_sharpness: float = Field(0.6, ge=0, description="fraction of the source's fine detail (its Laplacian at "
                                                         "192 px across) the registered x-ray area reproduces")
     max_clipped: float = Field(0.01, ge=0, le=1, description="fraction of the x-ray area at full scale")
@@ -764,11 +767,11 @@ def _refuse_duplicate_keys(path: Path, root: yaml.Node) -> None:
 
 def _refuse_other_kind(path: Path, model: type[BaseModel], data: dict[Any, Any]) -> None:
     """A rig file where a session file belongs (or the reverse) says so instead of listing missing fields."""
-    kinds = {RigConfig: "rig", SessionConfig: "session"}
+    kinds: dict[type[BaseModel], str] = {RigConfig: "rig", SessionConfig: "session"}
     for other, kind in kinds.items():
         if model in kinds and other is not model and not data.keys() & model.model_fields.keys() \
                 and data.keys() & other.model_fields.keys():
-            wanted = kinds[model]  # type: ignore[index]
+            wanted = kinds[model]
             hint = ("give the session file, whose 'rig:' names this rig file" if kind == "rig"
                     else "give the rig file that its 'rig:' names")
             raise ConfigError(f"{path}: this is a {kind} file, not a {wanted} file; {hint}")
@@ -832,7 +835,7 @@ def _model_of(tp: Any, value: Any = None) -> type[BaseModel] | None:
     return next(iter(chosen or models), None)
 
 
-def _explain(err: dict[str, Any]) -> str:
+def _explain(err: ErrorDetails) -> str:
     kind = err["type"]
     if kind == "missing":
         return "missing field; add it"
@@ -868,9 +871,11 @@ def _child(node: yaml.Node, key: Any) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             if k.value == str(key):
-                return v
+                found: yaml.Node = v
+                return found
     if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
-        return node.value[key]
+        item: yaml.Node = node.value[key]
+        return item
     return None
 
 

@@ -324,7 +324,8 @@ class Engine:
 
     def _capture(self, item: Item, readback: MotionState | None, frame_id: int | None = None) -> Capture:
         """The attempt's record; its readback is the confirmed state, what any controller reports."""
-        state = {} if readback is None else {"positions": list(readback.positions), "lights": list(readback.lights)}
+        state: dict[str, object] = {} if readback is None else {"positions": list(readback.positions),
+                                                                "lights": list(readback.lights)}
         return Capture(item.seq, time.time(), item.condition.targets, state, item.condition.lights, frame_id)
 
     def _enqueue(self, job: _Job) -> None:
@@ -355,7 +356,7 @@ class Engine:
             self._result.unsafe_reason = f"parking failed: {e}"
             return
         parked = {s.channel: s.park for s in self.rig.servos.values()}
-        off = {l.channel: 0 for l in self.rig.lights.values()}
+        off = {light.channel: 0 for light in self.rig.lights.values()}
         problem = differs(st, parked, off)
         if problem is None:
             self._result.safe = True
@@ -430,8 +431,8 @@ class Engine:
                     self.on_progress("done")
                     return
                 failure = "qa: " + "; ".join(verdict.reasons)
-                final = self.store.commit_rejected(job.item, job.capture, files, failure, job.max_attempts,
-                                                   record)
+                attempts = self.max_attempts if job.max_attempts is None else job.max_attempts
+                final = self.store.commit_rejected(job.item, job.capture, files, failure, attempts, record)
                 self._result.rejected += 1
                 self.on_event(Event("failed" if final else "rejected", job.item, failure))
                 self._after_failure(job, failure, final)
@@ -477,7 +478,8 @@ class Engine:
         kinds = set(REASON_KIND.findall(failure.removeprefix("qa: "))) or {failure}
         n, common, labels = self._streak
         common = common & kinds if n else kinds
-        self._streak = (n + 1, common, labels | {item.condition.label}) if common else (1, kinds, {item.condition.label})
+        label = item.condition.label
+        self._streak = (n + 1, common, labels | {label}) if common else (1, kinds, {label})
         n, common, labels = self._streak
         if limit and n >= limit and not self._shared.pause:
             self._shared.pause = (f"{n} consecutive items under {', '.join(sorted(labels))} failed the same check "

@@ -249,7 +249,7 @@ class _Facts:
             servo = roles.get(role, "")
             coeffs, pulse = angles.get(servo), pulses.get(servo)
             return "" if coeffs is None or pulse is None else f"{pulse_to_angle(coeffs, pulse):.3f}"
-        at = dt.datetime.fromtimestamp(float(c["started_at"]), dt.UTC)  # type: ignore[arg-type]
+        at = dt.datetime.fromtimestamp(float(str(c["started_at"])), dt.UTC)  # a REAL column
         return [c["pose"], c["lighting"], json.dumps(pulses), angle("pan"), angle("tilt"),
                 json.dumps(lights), at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                 _blank(qa.get("sharpness")), _blank(qa.get("margin_px")), _blank(qa.get("clipped")),

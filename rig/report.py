@@ -231,7 +231,7 @@ def _qa_figure(attempts: list[Attempt], conditions: list[str], min_sharpness: fl
                 ("margin_px", "margin (px from the photo's edge)", None),
                 ("clipped", "clipped (share of the x-ray area)", max_clipped)]
     for ax, (key, title, limit) in zip(axes, measures):
-        by_condition = {label: [float(a.qa[key]) for a in attempts  # type: ignore[arg-type]
+        by_condition = {label: [float(str(a.qa[key])) for a in attempts  # JSON numbers
                                 if a.condition == label and a.qa.get(key) is not None] for label in conditions}
         everything = [v for values in by_condition.values() for v in values] + ([limit] if limit is not None else [])
         lo, hi = min(everything, default=0.0), max(everything, default=1.0)

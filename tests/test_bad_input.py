@@ -344,7 +344,7 @@ def test_moved_image_folder_resumes_against_the_new_root(tmp_path: Path, phantom
     session = session_file(tmp_path, data, rig_file(tmp_path))
     loaded = load_session(session)
     RunStore.create(loaded.output, loaded.path,
-                    Plan.of(loaded, Manifest(loaded.manifest_csv, loaded.image_root, None))).close()  # planned, none taken
+                    Plan.of(loaded, Manifest(loaded.manifest_csv, loaded.image_root, None))).close()  # none taken
     moved = tmp_path / "moved"
     data.rename(moved)
     session_file(tmp_path, moved, rig_file(tmp_path))

@@ -215,7 +215,8 @@ def _coerce_value(widget: Any, name: str, value: str) -> Any:
             number = float("nan")
         if not low <= number <= high:
             raise ConfigError(
-                f"camera setting {name!r}: {value!r} is not offered; choose a number from {low:g} to {high:g} (step {step:g})")
+                f"camera setting {name!r}: {value!r} is not offered; choose a number from {low:g} to {high:g} "
+                f"(step {step:g})")
         return number
     if kind == gp.GP_WIDGET_DATE:
         try:

@@ -79,14 +79,14 @@ class Link:
         self.retransmission_reasons: collections.Counter[str] = collections.Counter()  # why, for `rig report`
 
     @classmethod
-    def open(cls, url: str, baudrate: int = 115200, **kw: object) -> Link:
+    def open(cls, url: str, baudrate: int = 115200, reply_timeout_s: float = 0.3, give_up_s: float = 10.0) -> Link:
         """Open any pyserial URL or device path; an unreachable port is a one-line DeviceError."""
         try:
             # exclusive: a second program (or a second rig run) must not share the controller's line
             port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.02, write_timeout=2.0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as e:
             raise PortUnavailable(f"cannot open '{url}' ({e})") from None
-        return cls(port, url, **kw)  # type: ignore[arg-type]
+        return cls(port, url, reply_timeout_s, give_up_s)
 
     def close(self) -> None:
         self.port.close()

@@ -75,10 +75,11 @@ class RigController:
         info = _fields(self.link.resync())
         if int(info.get("proto", -1)) != PROTOCOL_VERSION:
             raise DeviceError(f"controller at {self.link.name} speaks protocol {info.get('proto')}, "
-                              f"this host speaks {PROTOCOL_VERSION}; flash matching firmware ({rig_command()} firmware flash)")
+                              f"this host speaks {PROTOCOL_VERSION}; flash matching firmware "
+                              f"({rig_command()} firmware flash)")
         servos, lights = int(info.get("servos", 0)), int(info.get("lights", 0))
         need_s = max(s.channel for s in self.rig.servos.values()) + 1
-        need_l = max((l.channel for l in self.rig.lights.values()), default=-1) + 1
+        need_l = max((light.channel for light in self.rig.lights.values()), default=-1) + 1
         if servos < need_s or lights < need_l:
             raise DeviceError(f"controller at {self.link.name} has {servos} servo and {lights} light channels; "
                               f"the rig file needs {need_s} and {need_l}")
