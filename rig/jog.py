@@ -10,6 +10,7 @@ every key; angles are shown when the rig has a calibration. Saving a pose edits 
 from __future__ import annotations
 
 import curses
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from rig.calibration.angles import pulse_to_angle
 from rig.calibration.file import CalibrationFile
 from rig.config import RigConfig
 from rig.devices import Motion
+from rig.files import atomic_write
 
 STEPS = (1, 5, 10, 50, 100)
 REDRAW_MS = 200  # redraw while a move is under way
@@ -168,7 +170,6 @@ def save_pose(rig_path: Path, name: str, targets: dict[str, int]) -> None:
     entry = CommentedMap(targets)
     entry.fa.set_flow_style()
     poses[name] = entry
-    tmp = rig_path.with_name(f".{rig_path.name}.tmp")
-    with open(tmp, "w") as f:
-        yaml.dump(data, f)
-    tmp.replace(rig_path)
+    text = io.StringIO()
+    yaml.dump(data, text)
+    atomic_write(rig_path, text.getvalue())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import yaml
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rig.command import rig_command
 from rig.config import RigConfig
 from rig.errors import ConfigError
+from rig.files import atomic_write
 
 VERSION = 1
 # The parts of a rig file that describe the hardware calibration measured. Not in it: the name, motion
@@ -133,14 +133,9 @@ def load_or_new(rig_path: Path, rig: RigConfig) -> CalibrationFile:
 def save(rig_path: Path, cal: CalibrationFile) -> Path:
     """Write atomically: a crash never leaves half a calibration file."""
     path = calibration_path(rig_path)
-    tmp = path.with_name(f".{path.name}.tmp")
     header = (f"# Measured by rig calibrate for {rig_path.name}; machine-written, do not edit.\n"
               f"# Re-run the calibrate commands after changing the rig's hardware description.\n")
-    with open(tmp, "w") as f:
-        f.write(header + yaml.safe_dump(cal.model_dump(mode="json"), sort_keys=False, width=120))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, header + yaml.safe_dump(cal.model_dump(mode="json"), sort_keys=False, width=120))
     return path
 
 
