@@ -1,19 +1,30 @@
-"""Positioning for a photo, shared by a run (rig/engine.py) and calibration (its Shooter): set the
-pose and the lights, let the rig settle, and confirm by readback that the controller holds them, so
-that either takes a photo only at a confirmed state (docs/decisions/0006-confirmed-controller-state.md).
-Each caller then shows its frame and triggers (the run times each stage and files each failure).
+"""The capture step before the shutter, shared by a run (rig/engine.py) and calibration (its Shooter):
+set the pose and the lights, let the rig settle, put the frame on the screen, and confirm by readback
+that the controller holds the pose and lights, so that either takes a photo only at a confirmed state
+(docs/decisions/0006-confirmed-controller-state.md). The caller then triggers the camera: a run files
+each camera failure its own way, calibration simply stops.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from rig.config import MotionConfig
 from rig.devices import Motion, MotionState
 from rig.errors import DeviceError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Ready:
+    """A frame on the screen at a confirmed pose: what the trigger may now photograph."""
+
+    readback: MotionState  # the confirmed state, equal to the plan
+    timing: dict[str, float] = field(default_factory=dict)  # seconds: move (and confirm), settle (display)
 
 
 class Positioner:
@@ -40,6 +51,18 @@ class Positioner:
             self._lights, changed = lights, True
         if changed:
             time.sleep(self.timing.settle_ms / 1000)
+
+    def ready(self, targets: dict[int, int], lights: dict[int, int] | None, show: Callable[[], None], label: str,
+              context: str = "") -> Ready:
+        """Position, show the frame (`show` returns once the display has settled), confirm: the step
+        every photo takes before its trigger. DeviceError if the controller does not hold the state."""
+        t0 = time.monotonic()
+        self.position(targets, lights)
+        t1 = time.monotonic()
+        show()
+        t2 = time.monotonic()
+        readback = self.confirm(targets, lights, label, context)
+        return Ready(readback, {"move": t1 - t0 + time.monotonic() - t2, "settle": t2 - t1})
 
     def confirm(self, targets: dict[int, int], lights: dict[int, int] | None, label: str,
                 context: str = "") -> MotionState:

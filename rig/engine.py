@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import cv2
 
@@ -217,22 +218,20 @@ class Engine:
             expected = Expected(frame_id if self.layout else None, self.layout, prepared.xray, prepared.source_size,
                                 prepared.canvas[y:y + xh, x:x + xw])
             self.on_event(Event("shooting", item))
-            t = [time.monotonic()]  # stage boundaries: moved, shown, confirmed, triggered
+            cond = item.condition
             try:
-                self._position(item)
-                t.append(time.monotonic())
-                display.show(frame)
-                t.append(time.monotonic())
-                readback = self._confirm(item)
-                t.append(time.monotonic())
+                ready = self.positioner.ready(cond.targets, cond.lights, partial(display.show, frame), cond.label,
+                                              f"{item.image_id} {cond.label}")
             except DeviceError as e:  # the controller is gone or will not hold the plan: pause, say why
                 self._result.stop_reason = f"controller: {e}"
                 break
+            readback = ready.readback
             capture = self._capture(item, readback, frame_id)
-            capture.timing.update(move=t[1] - t[0] + t[3] - t[2], settle=t[2] - t[1])
+            capture.timing.update(ready.timing)
+            triggered = time.monotonic()
             try:
                 shot = self.devices.camera.trigger()
-                capture.timing["trigger"] = time.monotonic() - t[3]
+                capture.timing["trigger"] = time.monotonic() - triggered
             except CameraUnavailable as e:
                 self._result.stop_reason = str(e)
                 self._enqueue(_Job(item, capture, failure=f"camera: {e}", max_attempts=None))
@@ -303,16 +302,6 @@ class Engine:
 
     def _stopping(self) -> bool:
         return self.stop.is_set() or self.abandon.is_set() or bool(self._shared.fatal) or bool(self._shared.pause)
-
-    def _position(self, item: Item) -> None:
-        """Move to the item's pose and set its lights (only what changed), then let the rig settle."""
-        self.positioner.position(item.condition.targets, item.condition.lights)
-
-    def _confirm(self, item: Item) -> MotionState:
-        """The controller's state, read back now, equal to the plan with no restore since it was set
-        (else set again until `motion.idle_timeout_s`, then DeviceError)."""
-        cond = item.condition
-        return self.positioner.confirm(cond.targets, cond.lights, cond.label, f"{item.image_id} {cond.label}")
 
     def _held(self, cond: PlannedCondition, before: MotionState) -> str | None:
         """Why the confirmed state did not hold through the exposure, or None if it did."""

@@ -61,9 +61,8 @@ class Shooter:
     def photo(self, pulses: dict[str, int], frame: np.ndarray, lights: dict[int, int] | None = None) -> np.ndarray:
         """A photo at these servo pulses (by name) and light levels (by channel; None: as they are)."""
         targets = {self.rig.servos[name].channel: us for name, us in pulses.items()}
-        self.positioner.position(targets, lights)
-        self.devices.display.show(frame)
-        self.positioner.confirm(targets, lights, f"calibration photo {self.shots + 1}")
+        self.positioner.ready(targets, lights, lambda: self.devices.display.show(frame),
+                              f"calibration photo {self.shots + 1}")
         files = self.devices.camera.download(self.devices.camera.trigger())
         self.shots += 1
         self.on_photo(self.shots)
