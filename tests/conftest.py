@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,32 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_rig(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """The real `rig` command in its own process, as an operator runs it."""
     return subprocess.run([*RIG_BIN, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A `rig run` that exited 0: its files and what it printed (read-only: copy before changing)."""
+
+    session: Path
+    rig: Path
+    run: Path
+    stderr: str
+    elapsed_s: float
+
+
+@pytest.fixture(scope="session")
+def simavr_run(tmp_path_factory: pytest.TempPathFactory, phantoms: Path) -> FinishedRun:
+    """The default session on the real firmware in simavr, run once for the suite:
+    tests/test_simavr_session.py checks it, tests/test_noisy_line.py compares a noisy run against it."""
+    directory = tmp_path_factory.mktemp("simavr")
+    rig = rig_file(directory, controller={"port": "simavr"}, motion={"settle_ms": 60})
+    session = session_file(directory, phantoms, rig)
+    started = time.monotonic()
+    result = run_rig("run", str(session), timeout=900)
+    elapsed_s = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "24/24 done" in result.stderr, result.stderr[-3000:]
+    return FinishedRun(session, rig, directory / "run", result.stderr, elapsed_s)
 
 
 def photos_show_their_sources(run: Path, rig_path: Path) -> int:
