@@ -60,7 +60,8 @@ def tmux_run(slow_session: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     name = f"console-{uuid.uuid4().hex[:8]}"
     notes = tmp_path / "notes.txt"
     notify = f"echo $RIG_OUTCOME:$RIG_DONE:$RIG_PLANNED >> {shlex.quote(str(notes))}"
-    rig = f"{shlex.quote(sys.executable)} -m rig.cli run {shlex.quote(str(slow_session))} --notify {shlex.quote(notify)}"
+    rig = (f"{shlex.quote(sys.executable)} -m rig.cli run {shlex.quote(str(slow_session))} "
+           f"--notify {shlex.quote(notify)}")
     cmd = f"{rig}; echo rig exited with $?; echo tty mode: $(stty -a | grep -o -- '-\\?icanon'); read x"
     subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "220", "-y", "40", cmd], check=True, cwd=REPO)
     try:
@@ -173,7 +174,10 @@ def test_without_a_terminal_keys_are_not_read_and_nothing_is_drawn(tmp_path: Pat
 
 def test_calibration_shows_photo_n_of_n_with_an_eta(tmp_path: Path) -> None:
     rig = yaml.safe_load((REPO / "calibration" / "sim-rig.yaml").read_text())
-    rig["sim"].update(photo_width=800, photo_height=600, time_scale=1.0, lens={"focal_mm": 45.0})
+    # no camera latencies or motion waits: detecting the board in each 800x600 photo keeps every photo on screen
+    # for tenths of a second, long enough to be read mid-run
+    rig["sim"].update(photo_width=800, photo_height=600, time_scale=0.0, lens={"focal_mm": 45.0})
+    rig["motion"].update(move_ms=0, settle_ms=0)
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(rig, sort_keys=False))
     name = f"calibrate-{uuid.uuid4().hex[:8]}"
