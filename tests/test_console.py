@@ -1,6 +1,6 @@
 """The live run console driven through tmux as an operator over ssh would use it, and `--notify`.
 
-The run uses the simulated rig with the camera's realistic latencies, so it is slow enough to pause
+The run uses the simulated rig with half the camera's realistic latencies, still slow enough to pause
 by hand; every step waits for what the screen or the run store shows, never for a fixed time.
 """
 
@@ -48,8 +48,8 @@ def _lines(path: Path) -> list[str]:
 
 @pytest.fixture
 def slow_session(tmp_path: Path, phantoms: Path) -> Path:
-    """24 captures with the simulated DSLR's real latencies (about half a second each)."""
-    rig = rig_file(tmp_path, sim={"time_scale": 1.0})
+    """24 captures with half the simulated DSLR's latencies (about a quarter of a second each)."""
+    rig = rig_file(tmp_path, sim={"time_scale": 0.5})
     return session_file(tmp_path, phantoms, rig)
 
 
