@@ -157,3 +157,18 @@ def export_table(session: Path, out: Path) -> list[dict[str, str]]:
     assert result.returncode == 0, result.stderr
     with open(out / "captures.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+SYNTH_REFERENCE = ("--set", "photographic", "--level", "3", "--seed", "5")
+
+
+@pytest.fixture(scope="session")
+def synth_one_worker(tmp_path_factory: pytest.TempPathFactory, phantoms: Path) -> Path:
+    """`rig synth` of the phantoms with SYNTH_REFERENCE on one local worker, made once (read-only): the same
+    job on several workers (tests/test_synth.py) and on a Dask cluster (tests/test_synth_dask.py) must give
+    its bytes."""
+    out = tmp_path_factory.mktemp("synth") / "one"
+    result = run_rig("synth", "--csv", str(phantoms / "train.csv"), "--image-root", str(phantoms), "--out", str(out),
+                     *SYNTH_REFERENCE, "--workers", "1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    return out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, RIG_BIN, png_claiming, rig_file, run_rig
+from conftest import REPO, RIG_BIN, SYNTH_REFERENCE, png_claiming, rig_file, run_rig
 
 PHOTOGRAPHIC = ("glare_matte", "moire", "tilt")
 
@@ -75,7 +75,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert "Traceback" not in result.stderr
@@ -102,11 +102,10 @@ def test_each_perturbation_depends_only_on_seed_image_chain_and_level() -> None:
             assert any(o != pa for o in others), f"{name} draws the same parameters for every image"
 
 
-def test_outputs_are_byte_identical_with_one_and_several_workers(phantoms: Path, tmp_path: Path) -> None:
-    one, three = tmp_path / "one", tmp_path / "three"
-    r1 = synth(phantoms, one, "--set", "photographic", "--level", "3", "--seed", "5", "--workers", "1")
-    assert r1.returncode == 0, r1.stderr
-    r3 = synth(phantoms, three, "--set", "photographic", "--level", "3", "--seed", "5", "--workers", "3")
+def test_outputs_are_byte_identical_with_one_and_several_workers(phantoms: Path, tmp_path: Path,
+                                                                 synth_one_worker: Path) -> None:
+    one, three = synth_one_worker, tmp_path / "three"
+    r3 = synth(phantoms, three, *SYNTH_REFERENCE, "--workers", "3")
     assert r3.returncode == 0, r3.stderr
     d1, d3 = digests(one), digests(three)
     images = [k for k in d1 if k.endswith(".jpg")]
@@ -171,8 +170,8 @@ def test_kill_9_mid_run_then_rerun_finishes_exactly_once(tmp_path: Path) -> None
     images = sorted(p for p in out.rglob("*") if p.is_file() and p.suffix == ".jpg")
     assert len(images) == len(ids)  # no duplicates
     assert not any(p.name.endswith(".tmp") for p in out.rglob("*")) and not (out / ".synth-tmp").exists()
-    lines = [json.loads(l) for l in journal.read_text().splitlines()]
-    assert sorted(l["id"] for l in lines if l["ok"]) == sorted(ids)  # each image journalled exactly once
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sorted(e["id"] for e in entries if e["ok"]) == sorted(ids)  # each image journalled exactly once
     rows = read_csv(out / "film/moire/glare_glossy/level_4/train.csv")
     assert len(rows) == len({r["Path"] for r in rows}) == len(ids)
 
