@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,6 +108,32 @@ def run_rig(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     return subprocess.run([*RIG_BIN, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+@dataclass(frozen=True)
+class FinishedRun:
+    """A `rig run` that exited 0: its files and what it printed (read-only: copy before changing)."""
+
+    session: Path
+    rig: Path
+    run: Path
+    stderr: str
+    elapsed_s: float
+
+
+@pytest.fixture(scope="session")
+def simavr_run(tmp_path_factory: pytest.TempPathFactory, phantoms: Path) -> FinishedRun:
+    """The default session on the real firmware in simavr, run once for the suite:
+    tests/test_simavr_session.py checks it, tests/test_noisy_line.py compares a noisy run against it."""
+    directory = tmp_path_factory.mktemp("simavr")
+    rig = rig_file(directory, controller={"kind": "simavr"}, motion={"settle_ms": 60})
+    session = session_file(directory, phantoms, rig)
+    started = time.monotonic()
+    result = run_rig("run", str(session), timeout=900)
+    elapsed_s = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "24/24 done" in result.stderr, result.stderr[-3000:]
+    return FinishedRun(session, rig, directory / "run", result.stderr, elapsed_s)
+
+
 def photos_show_their_sources(run: Path, rig_path: Path) -> int:
     """Rectify every accepted photo with the studio's ground-truth geometry for its pose and check that
     it correlates best with its own source image; returns how many photos were checked."""
@@ -154,3 +182,18 @@ def export_table(session: Path, out: Path) -> list[dict[str, str]]:
     assert result.returncode == 0, result.stderr
     with open(out / "captures.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+SYNTH_REFERENCE = ("--set", "photographic", "--level", "3", "--seed", "5")
+
+
+@pytest.fixture(scope="session")
+def synth_one_worker(tmp_path_factory: pytest.TempPathFactory, phantoms: Path) -> Path:
+    """`rig synth` of the phantoms with SYNTH_REFERENCE on one local worker, made once (read-only): the same
+    job on several workers (tests/test_synth.py) and on a Dask cluster (tests/test_synth_dask.py) must give
+    its bytes."""
+    out = tmp_path_factory.mktemp("synth") / "one"
+    result = run_rig("synth", "--csv", str(phantoms / "train.csv"), "--image-root", str(phantoms), "--out", str(out),
+                     *SYNTH_REFERENCE, "--workers", "1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    return out

@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from conftest import photos_show_their_sources, rig_file, run_rig, session_file
+from conftest import FinishedRun, photos_show_their_sources, rig_file, run_rig, session_file
 
 from rig.sim.camera import truth
 
@@ -41,8 +41,8 @@ def _retransmissions(session: Path) -> int:
 
 
 def test_noisy_line_and_power_cycle_on_simavr_complete_in_one_run_at_the_planned_state(
-        tmp_path: Path, phantoms: Path) -> None:
-    clean_s, _, clean_session, _ = _run(tmp_path / "clean", phantoms)
+        tmp_path: Path, phantoms: Path, simavr_run: FinishedRun) -> None:
+    clean_s, clean_session = simavr_run.elapsed_s, simavr_run.session  # the same session without noise
     noisy_s, err, session, rig_path = _run(tmp_path / "noisy", phantoms, line_noise=NOISE,
                                            power_cycles_s=[POWER_CYCLE_AT_S])
     assert noisy_s > POWER_CYCLE_AT_S + 1, "the power cycle must land mid-run"

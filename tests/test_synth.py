@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, RIG_BIN, png_claiming, rig_file, run_rig
+from conftest import REPO, RIG_BIN, SYNTH_REFERENCE, png_claiming, rig_file, run_rig
 
 PHOTOGRAPHIC = ("glare_matte", "moire", "tilt")
 
@@ -102,11 +102,10 @@ def test_each_perturbation_depends_only_on_seed_image_chain_and_level() -> None:
             assert any(o != pa for o in others), f"{name} draws the same parameters for every image"
 
 
-def test_outputs_are_byte_identical_with_one_and_several_workers(phantoms: Path, tmp_path: Path) -> None:
-    one, three = tmp_path / "one", tmp_path / "three"
-    r1 = synth(phantoms, one, "--set", "photographic", "--level", "3", "--seed", "5", "--workers", "1")
-    assert r1.returncode == 0, r1.stderr
-    r3 = synth(phantoms, three, "--set", "photographic", "--level", "3", "--seed", "5", "--workers", "3")
+def test_outputs_are_byte_identical_with_one_and_several_workers(phantoms: Path, tmp_path: Path,
+                                                                 synth_one_worker: Path) -> None:
+    one, three = synth_one_worker, tmp_path / "three"
+    r3 = synth(phantoms, three, *SYNTH_REFERENCE, "--workers", "3")
     assert r3.returncode == 0, r3.stderr
     d1, d3 = digests(one), digests(three)
     images = [k for k in d1 if k.endswith(".jpg")]

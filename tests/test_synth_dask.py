@@ -5,19 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import SYNTH_REFERENCE
 from test_synth import digests, one_error_line, synth
 
 distributed = pytest.importorskip("distributed", reason="the dask extra: pip install 'rig[dask]'")
 
 
-def test_dask_cluster_gives_byte_identical_outputs_to_the_local_pool(phantoms: Path, tmp_path: Path) -> None:
-    local, dask = tmp_path / "local", tmp_path / "dask"
-    r = synth(phantoms, local, "--set", "photographic", "--level", "4", "--seed", "11", "--workers", "1")
-    assert r.returncode == 0, r.stderr
+def test_dask_cluster_gives_byte_identical_outputs_to_the_local_pool(phantoms: Path, tmp_path: Path,
+                                                                    synth_one_worker: Path) -> None:
+    local, dask = synth_one_worker, tmp_path / "dask"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster:
-        r = synth(phantoms, dask, "--set", "photographic", "--level", "4", "--seed", "11",
-                  "--scheduler", cluster.scheduler_address)
+        r = synth(phantoms, dask, *SYNTH_REFERENCE, "--scheduler", cluster.scheduler_address)
         assert r.returncode == 0, r.stderr
         assert "Dask scheduler" in r.stderr
     d_local, d_dask = digests(local), digests(dask)
