@@ -66,25 +66,52 @@ def decode_photo(data: bytes) -> np.ndarray | None:
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+MIN_SCREEN_SPAN = 0.2  # the screen spans at least this share of the photo's long side (else: the slow search)
+
+
+def _detector(min_perimeter_rate: float | None) -> cv2.aruco.ArucoDetector:
+    params = cv2.aruco.DetectorParameters()
+    params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
+    params.detectInvertedMarker = True  # the display draws them white on black
+    params.perspectiveRemovePixelPerCell = 8  # read bits from a finer resampling: small markers decode
+    params.perspectiveRemoveIgnoredMarginPerCell = 0.25  # read each cell's middle: blur smears its edges
+    if min_perimeter_rate is not None:  # marker perimeter / the image's long side
+        params.minMarkerPerimeterRate = min_perimeter_rate
+    return cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(MARKER_DICT), params)
+
+
 class PhotoQA:
     """Checks photos against an attempt's expectations; one instance per thread (OpenCV detector)."""
 
     def __init__(self, config: QAConfig) -> None:
         self.config = config
-        params = cv2.aruco.DetectorParameters()
-        params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
-        params.detectInvertedMarker = True  # the display draws them white on black
-        params.perspectiveRemovePixelPerCell = 8  # read bits from a finer resampling: small markers decode
-        params.perspectiveRemoveIgnoredMarginPerCell = 0.25  # read each cell's middle: blur smears its edges
-        self.detector = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(MARKER_DICT), params)
+        self.detector = _detector(None)
+        self._sized: dict[float, cv2.aruco.ArucoDetector] = {}  # by minimum marker perimeter rate
 
-    def _detect(self, gray: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
-        """ArUco markers; large photos are searched at half size, then corners refined at full size."""
+    def _detect(self, gray: np.ndarray, layout: FiducialLayout | None = None) -> tuple[list[np.ndarray],
+                                                                                       np.ndarray | None]:
+        """ArUco markers; large photos are searched at half size, then corners refined at full size.
+
+        With the layout known, candidates far smaller than its markers can be are skipped (most of the
+        detector's time goes to the many small contours of the x-ray and the pixel grid): a screen
+        spanning a fifth of the photo's long side still shows its markers above that size. Should that
+        miss a marker, the photo is searched again without the bound."""
+        if layout is not None:
+            rate = round(MIN_SCREEN_SPAN * 4 * layout.marker / layout.width, 3)
+            fast = self._sized.get(rate) or self._sized.setdefault(rate, _detector(rate))
+            corners, ids = self._detect_with(fast, gray)
+            if ids is not None and len(ids) >= len(layout.slots()):
+                return corners, ids
+        return self._detect_with(self.detector, gray)
+
+    @staticmethod
+    def _detect_with(detector: cv2.aruco.ArucoDetector, gray: np.ndarray) -> tuple[list[np.ndarray],
+                                                                                   np.ndarray | None]:
         if max(gray.shape) < 1200:
-            corners, ids, _ = self.detector.detectMarkers(gray)
+            corners, ids, _ = detector.detectMarkers(gray)
             return list(corners), ids
         small = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
-        corners, ids, _ = self.detector.detectMarkers(small)
+        corners, ids, _ = detector.detectMarkers(small)
         if ids is None:
             return [], None
         pts = (np.concatenate([c.reshape(-1, 2) for c in corners]) * 2 + 0.5).astype(np.float32)
@@ -99,7 +126,7 @@ class PhotoQA:
             return verdict
         layout = expected.layout
         gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
-        corners, ids = self._detect(gray)
+        corners, ids = self._detect(gray, layout)
         found: dict[int, list[np.ndarray]] = {}
         if ids is not None:
             for c, i in zip(corners, ids.ravel()):
