@@ -248,7 +248,8 @@ def plan_move(start_q: dict[int, int], target_q: dict[int, int], duration_ms: in
     dist = {ch: abs(target_q[ch] - start_q.get(ch, 0)) for ch in target_q if start_q.get(ch, 0)}
     limit = {ch: max(1, slew_us_s[ch] * 4 * TICK_MS // 1000) for ch in dist}  # quarter-us per update
     ticks = max([math.ceil(duration_ms / TICK_MS)] + [math.ceil(d / limit[ch]) for ch, d in dist.items()])
-    speeds = {ch: min(limit[ch], max(1, math.ceil(d / ticks))) for ch, d in dist.items() if d}
+    # the nearest whole speed: arrival within an update of the others (a quarter-us more or less is common)
+    speeds = {ch: min(limit[ch], max(1, round(d / ticks))) for ch, d in dist.items() if d}
     arrive = max([math.ceil(d / speeds[ch]) for ch, d in dist.items() if d], default=0)
     return MovePlan(speeds, arrive)
 
@@ -262,6 +263,7 @@ class Maestro:
         check_rig(settings, rig)
         self.wire, self.settings, self.rig = wire, settings, rig
         self.servos = {s.channel: s for s in rig.servos.values()}
+        self._sentinel = min(self.servos)  # see _target_q
         self.servo_names = {s.channel: name for name, s in rig.servos.items()}
         self.lights = {light.channel: settings.lights[light.channel] for light in rig.lights.values()}
         self.light_names = {light.channel: name for name, light in rig.lights.items()}
@@ -392,8 +394,18 @@ class Maestro:
         self._targets.update(targets)
         self._send_move(targets, duration_ms)
 
+    def _target_q(self, ch: int, us: int) -> int:
+        """The target in quarter-microseconds. One servo (the sentinel) is always sent a quarter-us off its
+        pulse: a Maestro that reset (power cut, serial timeout) puts it at its home pulse, a whole us, which
+        then differs from the target even when the pose is the park pose itself. So a reset always shows in
+        the read-back, also for the lamps a reset turned off unseen (the PWM output has no read-back).
+        A quarter-us is far below any servo's dead band; the reported position rounds it away."""
+        if ch != self._sentinel:
+            return 4 * us
+        return 4 * us + 1 if us < self.servos[ch].max else 4 * us - 1
+
     def _send_move(self, targets: dict[int, int], duration_ms: int) -> None:
-        target_q = {ch: 4 * us for ch, us in targets.items()}
+        target_q = {ch: self._target_q(ch, us) for ch, us in targets.items()}
         plan = plan_move(self._positions(list(target_q)), target_q, duration_ms,
                          {ch: self.servos[ch].slew for ch in target_q})
         packets = [self.wire.packet(SET_SPEED, bytes((ch,)) + seven_bit(s)) for ch, s in sorted(plan.speeds.items())]
@@ -431,7 +443,8 @@ class Maestro:
                 return st
             now = time.monotonic()
             if now > self._move_end + 0.2 and self._last_q == last:
-                stuck = {ch: self._last_q[ch] / 4 for ch, us in self._targets.items() if self._last_q[ch] != 4 * us}
+                stuck = {ch: self._last_q[ch] / 4 for ch, us in self._targets.items()
+                         if self._last_q[ch] != self._target_q(ch, us)}
                 if not resent:
                     log.warning("Maestro at %s: servos %s stopped short of their targets; sending them again",
                                 self.wire.name, stuck)
@@ -514,7 +527,7 @@ class Maestro:
         n_servo = max(self.servos) + 1
         positions = tuple(round(pos[ch] / 4) if ch in self.servos else 0 for ch in range(n_servo))
         targets = tuple(self._targets.get(ch, positions[ch]) if ch in self.servos else 0 for ch in range(n_servo))
-        moving = any(pos[ch] != 4 * us for ch, us in self._targets.items())
+        moving = any(pos[ch] != self._target_q(ch, us) for ch, us in self._targets.items())
         n_light = max(self.lights, default=-1) + 1
         lights = tuple(self._level(i, pos.get(self.lights[i].channel, 0)) if i in self.lights else 0
                        for i in range(n_light))
