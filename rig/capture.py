@@ -85,6 +85,14 @@ class Positioner:
             self._pose = self._lights = None
             self.position(targets, lights)
 
+    def held(self, before: MotionState, targets: dict[int, int], lights: dict[int, int] | None) -> str | None:
+        """After the exposure: why the state confirmed before it (`before`) did not hold, or None if it did."""
+        after = self.motion.state()
+        if after.restores != before.restores:
+            return "the controller lost its state during the exposure (reset or safe state)"
+        problem = differs(after, targets, lights or {})
+        return None if problem is None else f"the rig's state changed during the exposure: {problem}"
+
     def forget(self) -> None:
         """Someone else moved the rig (parked it): set pose and lights again next time."""
         self._pose = self._lights = None

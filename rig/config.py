@@ -575,8 +575,8 @@ class WindowConfig(Strict):
     """How a 12- to 16-bit image (DICOM, 16-bit PNG/TIFF) is shown: DICOM's LINEAR window, in the image's own
     values (after a DICOM's modality rescale). It replaces the file's own VOI LUT or window."""
 
-    center: float = Field(strict=False)
-    width: float = Field(ge=1, strict=False)
+    center: float = Field(strict=False, allow_inf_nan=False)
+    width: float = Field(ge=1, strict=False, allow_inf_nan=False)
 
     def pair(self) -> tuple[float, float]:
         return self.center, self.width

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset, dcmread
+from pydicom import config as pydicom_config
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_modality_lut, apply_voi, apply_windowing
@@ -36,6 +37,20 @@ _IDENTITY_TAGS = ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInst
                   "Modality", "ViewPosition"]
 _MAX_TABLE = 2 ** 16  # stored values looked up through a table of at most this many entries
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+# Odd tag values are ours to judge (a bad UID gets a safe name below): no raw warnings on the console.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")  # PS3.5 9.1: digits and dots, at most 64 characters
+
+
+def _safe_uid(uid: str) -> str:
+    """A UID as a folder name: itself when it is a UID, else `uid-<hash>` (a damaged or hostile tag such as
+    "../../x" must never name a path outside the run or export folder)."""
+    if len(uid) <= 64 and _UID.fullmatch(uid):
+        return uid
+    return "uid-" + hashlib.sha256(uid.encode()).hexdigest()[:16]
 
 
 def is_dicom(path: Path | str) -> bool:
@@ -92,12 +107,12 @@ class DicomIdentity:
             patient = pid
         else:
             patient = "pid-" + hashlib.sha256(pid.encode()).hexdigest()[:16]
-        return f"{patient}/{self.study_instance_uid}"
+        return f"{patient}/{_safe_uid(self.study_instance_uid)}"
 
     @property
     def image_id(self) -> str:
         """`<study_id>/<SOPInstanceUID>.dcm`: unique per image and free of whatever the file was named."""
-        return f"{self.study_id}/{self.sop_instance_uid}.dcm"
+        return f"{self.study_id}/{_safe_uid(self.sop_instance_uid)}.dcm"
 
     def columns(self) -> dict[str, str]:
         """The identifiers under their DICOM keywords, as export columns."""

@@ -305,11 +305,7 @@ class Engine:
 
     def _held(self, cond: PlannedCondition, before: MotionState) -> str | None:
         """Why the confirmed state did not hold through the exposure, or None if it did."""
-        after = self.devices.motion.state()
-        if after.restores != before.restores:
-            return "the controller lost its state during the exposure (reset or safe state)"
-        problem = differs(after, cond.targets, cond.lights)
-        return None if problem is None else f"the rig's state changed during the exposure: {problem}"
+        return self.positioner.held(before, cond.targets, cond.lights)
 
     def _capture(self, item: Item, readback: MotionState | None, frame_id: int | None = None) -> Capture:
         """The attempt's record; its readback is the confirmed state, what any controller reports."""

@@ -74,6 +74,11 @@ class Manifest:
         stride = 1
         source = self._csv_rows() if self.csv_path is not None else self._folder_rows()
         for where, row in source:
+            for kind, ident in (("image", row.image_id), ("study", row.study_id)):
+                parts = ident.split("/")
+                if ident.startswith("/") or any(p in ("", ".", "..") for p in parts):
+                    raise ConfigError(f"{where}: {kind} ID '{ident}' is not a relative path of plain names (it "
+                                      "names where photos are filed); fix that row")
             if row.image_id in seen:
                 raise ConfigError(f"{where}: duplicate image ID '{row.image_id}'; each image may appear once")
             if len(seen) % stride == 0:

@@ -258,6 +258,10 @@ def test_identity_comes_from_tags_and_never_carries_the_name(tmp_path: Path, sto
     assert dicom_identity(rle).sop_instance_uid == "1.2.3.4.5.7"  # compressing keeps the image's identity
     odd = dicom_identity(write_dicom(tmp_path / "y.dcm", stored, patient_id="DOE^JOHN 1/2", study_uid="1.2.3"))
     assert odd.study_id.startswith("pid-") and "/" not in odd.study_id.removesuffix("/1.2.3")
+    hostile = dicom_identity(write_dicom(tmp_path / "z.dcm", stored, study_uid="../../../../tmp/evil",
+                                         sop_uid="../../x"))  # not UIDs: they must name no path outside the run
+    assert hostile.study_id.split("/")[1].startswith("uid-") and ".." not in hostile.image_id
+    assert hostile.columns()["StudyInstanceUID"] == "../../../../tmp/evil"  # the export keeps the tag as it is
     ds = pydicom.dcmread(path)
     del ds.StudyInstanceUID
     ds.save_as(path)

@@ -7,6 +7,7 @@ good enough to save.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ from rig.capture import Positioner
 from rig.command import rig_command
 from rig.config import RigConfig
 from rig.devices.kinds import Devices
-from rig.errors import ConfigError, RigError
+from rig.errors import ConfigError, DeviceError, RigError
 
+log = logging.getLogger(__name__)
 
 class Shooter:
     """One calibration photo: position and settle, show, confirm the controller holds the pose (as a
@@ -61,9 +63,19 @@ class Shooter:
     def photo(self, pulses: dict[str, int], frame: np.ndarray, lights: dict[int, int] | None = None) -> np.ndarray:
         """A photo at these servo pulses (by name) and light levels (by channel; None: as they are)."""
         targets = {self.rig.servos[name].channel: us for name, us in pulses.items()}
-        self.positioner.ready(targets, lights, lambda: self.devices.display.show(frame),
-                              f"calibration photo {self.shots + 1}")
-        files = self.devices.camera.download(self.devices.camera.trigger())
+        label = f"calibration photo {self.shots + 1}"
+        for _ in range(3):  # a photo whose exposure a controller reset spanned is taken again
+            ready = self.positioner.ready(targets, lights, lambda: self.devices.display.show(frame), label)
+            shot = self.devices.camera.trigger()
+            problem = self.positioner.held(ready.readback, targets, lights)
+            if problem is None:
+                break
+            self.devices.camera.download(shot)  # off the camera's card, and away
+            log.warning("%s: %s; taking it again", label, problem)
+        else:
+            raise DeviceError(f"{label}: the controller does not hold its state through an exposure ({problem}); "
+                              "check its power supply and cable")
+        files = self.devices.camera.download(shot)
         self.shots += 1
         self.on_photo(self.shots)
         image = cv2.imdecode(np.frombuffer(files[0].data, np.uint8), cv2.IMREAD_COLOR)
