@@ -44,6 +44,7 @@ class Manifest:
     def __init__(self, csv_path: Path | None, image_root: Path | None, folder: Path | None) -> None:
         self.csv_path, self.image_root, self.folder = csv_path, image_root, folder
         self._sample: list[str] | None = None  # image files spread over the manifest, from the last full read
+        self._dicom_rows: dict[tuple[str, int, int], ManifestRow | None] = {}  # a folder's DICOM tags, read once
         if csv_path is not None:
             if not csv_path.is_file():
                 raise ConfigError(f"{csv_path}: manifest not found; fix 'manifest.csv' in the session file")
@@ -150,27 +151,35 @@ class Manifest:
         for file in files:
             rel = PurePosixPath(file.relative_to(root).as_posix())
             if file.suffix.lower() in DICOM_SUFFIXES:
-                row = _dicom_row(file, rel)
+                row = self._dicom_row(file, rel)
                 if row is not None:
                     yield str(file), row
                     continue
             study = str(rel.parent) if str(rel.parent) != "." else rel.stem
             yield str(file), ManifestRow(str(rel), study, str(rel), str(file), blank)
 
+    def _dicom_row(self, file: Path, rel: PurePosixPath) -> ManifestRow | None:
+        """A DICOM file's row: study and image IDs from its tags (PatientID/StudyInstanceUID/SOPInstanceUID),
+        its identifiers as columns. None if its tags cannot be read: the path-based row then fails its item
+        with the reason when it is shown, and never stops the plan. Planning reads the rows several times:
+        each file's tags are read once (again only if the file changed)."""
+        from rig.dicom import dicom_identity  # pydicom only for folders that hold DICOM files
+        from rig.errors import ImageError
 
-def _dicom_row(file: Path, rel: PurePosixPath) -> ManifestRow | None:
-    """A DICOM file's row: study and image IDs from its tags (PatientID/StudyInstanceUID/SOPInstanceUID),
-    its identifiers as columns. None if its tags cannot be read: the path-based row then fails its item
-    with the reason when it is shown, and never stops the plan."""
-    from rig.dicom import dicom_identity  # pydicom only for folders that hold DICOM files
-    from rig.errors import ImageError
-
-    try:
-        ident = dicom_identity(file)
-    except ImageError:
-        return None
-    columns = ident.columns()
-    return ManifestRow(ident.image_id, ident.study_id, str(rel), str(file), tuple(columns[c] for c in DICOM_COLUMNS))
+        stat = file.stat()
+        key = (str(file), stat.st_size, stat.st_mtime_ns)
+        if key in self._dicom_rows:
+            return self._dicom_rows[key]
+        try:
+            ident = dicom_identity(file)
+        except ImageError:
+            row = None
+        else:
+            columns = ident.columns()
+            row = ManifestRow(ident.image_id, ident.study_id, str(rel), str(file),
+                              tuple(columns[c] for c in DICOM_COLUMNS))
+        self._dicom_rows[key] = row
+        return row
 
 
 def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:

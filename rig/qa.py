@@ -100,7 +100,7 @@ class PhotoQA:
             rate = round(MIN_SCREEN_SPAN * 4 * layout.marker / layout.width, 3)
             fast = self._sized.get(rate) or self._sized.setdefault(rate, _detector(rate))
             corners, ids = self._detect_with(fast, gray)
-            if ids is not None and len(ids) >= len(layout.slots()):
+            if ids is not None and len(ids) >= len(layout.slots()) and set(CORNER_IDS) <= set(ids.ravel()):
                 return corners, ids
         return self._detect_with(self.detector, gray)
 
