@@ -38,6 +38,10 @@ def test_a_dicom_folder_is_shown_through_the_session_window_and_filed_by_its_tag
 
     write_dicom_demo(tmp_path / "dicom")
     films = sorted((tmp_path / "dicom").rglob("*.dcm"))
+    broken = pydicom.dcmread(films[0])  # a PACS export without pixels: that item fails, the run goes on
+    del broken.PixelData
+    broken.SOPInstanceUID = "1.2.3.999"
+    broken.save_as(tmp_path / "dicom" / "zz-no-pixels.dcm")
     rig = rig_file(tmp_path)
     session = load_session(session_file(tmp_path, tmp_path, rig, manifest={"folder": str(tmp_path / "dicom")},
                                         conditions=[{"pose": "front", "lighting": "bright"}], retries=0,
@@ -74,5 +78,7 @@ def test_a_dicom_folder_is_shown_through_the_session_window_and_filed_by_its_tag
                                               f"{np.abs(got - want).max()} levels"
     with sqlite3.connect(session.output / "run.sqlite") as db:
         studies = {r[0] for r in db.execute("SELECT study_id FROM images")}
+        failed = db.execute("SELECT reason FROM attempts WHERE status = 'failed'").fetchall()
     tags = {f"{ds.PatientID}/{ds.StudyInstanceUID}" for ds in map(pydicom.dcmread, films)}
     assert studies == tags
+    assert len(failed) == 1 and "no pixel data" in failed[0][0] and "zz-no-pixels.dcm" in failed[0][0]
