@@ -11,12 +11,14 @@ import io
 import itertools
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -195,10 +197,29 @@ def _connect(address: str) -> Client:
     except ImportError:
         raise ConfigError("--scheduler: the Dask 'distributed' package is not installed; "
                           "pip install 'rig[dask]'") from None
+    refused = _refused(address)
+    if refused:  # Client would retry a refused connection for its whole timeout
+        raise ConfigError(f"--scheduler: cannot reach {address} ({refused}); check the address")
     try:
         return Client(address, timeout="15s")
     except (OSError, TimeoutError, ValueError) as e:
         raise ConfigError(f"--scheduler: cannot reach {address} ({e}); check the address") from None
+
+
+def _refused(address: str) -> str | None:
+    """Why a TCP scheduler address refuses connections right now, or None (reachable, or not plain TCP)."""
+    parsed = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:  # a port that is no number: Client names the problem
+        return None
+    if parsed.scheme not in ("tcp", "tls") or host is None or port is None:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as e:
+        return str(e)
+    return None
 
 
 def _dask(client: Client, spec: Spec, batches: Iterable[list[Item]]) -> Iterator[Outcome]:
