@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "registered: the x-ray rectified to the source image")
     p.set_defaults(func=cmd_export)
 
+    p = _command(sub, "shard", "split a session by patient into N session files, one per rig (each with its own "
+                 "manifest and output); merge their runs with: rig export SHARD --merge OTHER...",
+                 "rig shard sessions/demo.yaml --rigs 3")
+    p.add_argument("session", type=Path, help=SESSION_HELP)
+    p.add_argument("--rigs", type=int, required=True, help="how many shards (rigs or machines) to split it into")
+    p.add_argument("--replace", action="store_true", help="rewrite shards written before (their runs are kept)")
+    p.set_defaults(func=cmd_shard)
+
     p = _command(sub, "report", "write report.html into the run folder (thumbnails in report_files/ beside it): "
                  "contact sheets, rejects, QA and timing plots; prints its path", "rig report sessions/demo.yaml")
     p.add_argument("session", type=Path, help=SESSION_HELP)
@@ -517,6 +525,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     elif c.failed:
         console.print(f"[bold yellow]incomplete:[/] {c.failed} item(s) failed for good; "
                       f"'{rig_command()} status {args.session}' lists why", highlight=False)
+    return 0
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from rig.shard import shard
+
+    session = load_session(args.session)
+    shards = shard(session, args.rigs, replace=args.replace)
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(f"wrote {len(shards)} shard session files to {shards[0].session.parent}:")
+    for s in shards:
+        out.print(f"  {s.session.name}: {s.images} images of {s.patients} patients; run it with: "
+                  f"{rig_command()} run {s.session}")
+    rest = " ".join(str(s.session) for s in shards[1:])
+    out.print(f"then merge the runs with: {rig_command()} export {shards[0].session}"
+              + (f" --merge {rest}" if rest else "") + " --out DIR")
     return 0
 
 
