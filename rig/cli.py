@@ -90,9 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rehash every file the run keeps against its recorded size and sha256 (exit 1 if any differ)")
     p.set_defaults(func=cmd_status)
 
-    p = _command(sub, "export", "write the run as a CheXpert-style data set: photos, captures.csv, README.md",
-                 "rig export sessions/demo.yaml --out demo/export --photos masked")
+    p = _command(sub, "export", "write the run as a CheXpert-style data set: photos, captures.csv, README.md; "
+                 "with --merge, the runs of a session's shards (rig shard) as one data set",
+                 "rig export sessions/demo.yaml --out demo/export --photos masked\n"
+                 "  rig export sessions/demo.shards/shard-1-of-3.yaml --merge sessions/demo.shards/shard-2-of-3.yaml "
+                 "sessions/demo.shards/shard-3-of-3.yaml --out demo/export")
     p.add_argument("session", type=Path, help=SESSION_HELP)
+    p.add_argument("--merge", type=Path, nargs="+", metavar="SESSION",
+                   help="the session files of the other shards: their runs join this one's in one data set "
+                        "(refused if they overlap or differ in conditions, QA thresholds or calibration)")
     p.add_argument("--out", type=Path, required=True, help="folder to write the data set to (replaced as a whole)")
     p.add_argument("--replace", action="store_true", help="overwrite an export of another run in --out")
     p.add_argument("--photos", choices=("masked", "full", "registered"), default="masked",
@@ -509,22 +515,28 @@ def _verify(store: RunStore, out: Console) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from rig.export import export
 
-    session, store = _existing_store(args.session)
-    try:
-        result = export(store, args.out, session, replace=args.replace, photos=args.photos)
-    finally:
-        store.close()
+    sessions = [args.session, *(args.merge or [])]
+    with ExitStack() as stack:
+        runs = []
+        for path in sessions:
+            session, store = _existing_store(path)
+            stack.callback(store.close)
+            runs.append((session, store))
+        result = export(runs[0][1], args.out, runs[0][0], replace=args.replace, photos=args.photos, merge=runs[1:])
+        pending = [path for path, (_, st) in zip(sessions, runs, strict=True) if st.counts().pending]
+        failed = [path for path, (_, st) in zip(sessions, runs, strict=True) if st.counts().failed]
     c = result.counts
+    merged = f" from {len(runs)} runs" if len(runs) > 1 else ""
     Console(soft_wrap=True, highlight=False).print(
-        f"exported {result.photos} photos ({args.photos}), captures.csv and README.md to {args.out}: "
+        f"exported {result.photos} photos ({args.photos}){merged}, captures.csv and README.md to {args.out}: "
         f"{c.done}/{c.planned} done, "
         f"{c.failed} failed, {c.pending} pending")
     if c.pending:
         console.print(f"[bold yellow]incomplete:[/] the run is not finished; "
-                      f"resume it with: {rig_command()} run {args.session}, then export again", highlight=False)
+                      f"resume it with: {rig_command()} run {pending[0]}, then export again", highlight=False)
     elif c.failed:
         console.print(f"[bold yellow]incomplete:[/] {c.failed} item(s) failed for good; "
-                      f"'{rig_command()} status {args.session}' lists why", highlight=False)
+                      f"'{rig_command()} status {failed[0]}' lists why", highlight=False)
     return 0
 
 
