@@ -40,6 +40,11 @@ def _calibration(store: RunStore) -> str:
 def check_mergeable(runs: Sequence[tuple[Session, RunStore]]) -> None:
     """Refuse, naming the first run that does not fit the first one and why, runs that are not shards of one plan."""
     first_session, first = runs[0]
+    roots = [store.root.resolve() for _, store in runs]
+    for i, root in enumerate(roots):
+        if root in roots[:i]:
+            raise MergeRefused(f"{runs[i][0].path}: its run {root} is given twice; name each shard's session once; "
+                               "nothing was written")
     facts = {
         "conditions (pose, lighting, servo targets, light levels)": _conditions,
         "repeats": lambda s: s.meta("repeats") or "",
