@@ -16,6 +16,7 @@ import io
 import os
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,7 @@ def shard(session: Session, n: int, replace: bool = False) -> list[Shard]:
     for patient, line in rows:
         lines[shard_of[patient]].append(line)
     del rows
+    patients = Counter(shard_of.values())
 
     partial = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -139,11 +141,10 @@ def shard(session: Session, n: int, replace: bool = False) -> list[Shard]:
             atomic_write(partial / f"{name}.csv", "".join([header, *lines[k]]))
             data = _shard_session(session, folder, name)
             text = (f"# Shard {k + 1} of {n} of {session.path.name} (written by `rig shard`): "
-                    f"{len(lines[k])} images of {sum(1 for s in shard_of.values() if s == k)} patients.\n"
+                    f"{len(lines[k])} images of {patients[k]} patients.\n"
                     + yaml.safe_dump(data, sort_keys=False))
             atomic_write(partial / f"{name}.yaml", text)
-            shards.append(Shard(folder / f"{name}.yaml", folder / f"{name}.csv", len(lines[k]),
-                                sum(1 for s in shard_of.values() if s == k)))
+            shards.append(Shard(folder / f"{name}.yaml", folder / f"{name}.csv", len(lines[k]), patients[k]))
         old = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
