@@ -90,15 +90,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rehash every file the run keeps against its recorded size and sha256 (exit 1 if any differ)")
     p.set_defaults(func=cmd_status)
 
-    p = _command(sub, "export", "write the run as a CheXpert-style data set: photos, captures.csv, README.md",
-                 "rig export sessions/demo.yaml --out demo/export --photos masked")
+    p = _command(sub, "export", "write the run as a CheXpert-style data set: photos, captures.csv, README.md; "
+                 "with --merge, the runs of a session's shards (rig shard) as one data set",
+                 "rig export sessions/demo.yaml --out demo/export --photos masked\n"
+                 "  rig export sessions/demo.shards/shard-1-of-3.yaml --merge sessions/demo.shards/shard-2-of-3.yaml "
+                 "sessions/demo.shards/shard-3-of-3.yaml --out demo/export")
     p.add_argument("session", type=Path, help=SESSION_HELP)
+    p.add_argument("--merge", type=Path, nargs="+", metavar="SESSION",
+                   help="the session files of the other shards: their runs join this one's in one data set "
+                        "(refused if they overlap or differ in conditions, QA thresholds or calibration)")
     p.add_argument("--out", type=Path, required=True, help="folder to write the data set to (replaced as a whole)")
     p.add_argument("--replace", action="store_true", help="overwrite an export of another run in --out")
     p.add_argument("--photos", choices=("masked", "full", "registered"), default="masked",
                    help="masked: as shot, black outside the x-ray (no fiducial markers); full: the camera's files; "
                         "registered: the x-ray rectified to the source image")
     p.set_defaults(func=cmd_export)
+
+    p = _command(sub, "shard", "split a session by patient into N session files, one per rig (each with its own "
+                 "manifest and output); merge their runs with: rig export SHARD --merge OTHER...",
+                 "rig shard sessions/demo.yaml --rigs 3")
+    p.add_argument("session", type=Path, help=SESSION_HELP)
+    p.add_argument("--rigs", type=int, required=True, help="how many shards (rigs or machines) to split it into")
+    p.add_argument("--replace", action="store_true", help="rewrite shards written before (their runs are kept)")
+    p.set_defaults(func=cmd_shard)
 
     p = _command(sub, "report", "write report.html into the run folder (thumbnails in report_files/ beside it): "
                  "contact sheets, rejects, QA and timing plots; prints its path", "rig report sessions/demo.yaml")
@@ -501,22 +515,44 @@ def _verify(store: RunStore, out: Console) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from rig.export import export
 
-    session, store = _existing_store(args.session)
-    try:
-        result = export(store, args.out, session, replace=args.replace, photos=args.photos)
-    finally:
-        store.close()
+    sessions = [args.session, *(args.merge or [])]
+    with ExitStack() as stack:
+        runs = []
+        for path in sessions:
+            session, store = _existing_store(path)
+            stack.callback(store.close)
+            runs.append((session, store))
+        result = export(runs[0][1], args.out, runs[0][0], replace=args.replace, photos=args.photos, merge=runs[1:])
+        pending = [path for path, (_, st) in zip(sessions, runs, strict=True) if st.counts().pending]
+        failed = [path for path, (_, st) in zip(sessions, runs, strict=True) if st.counts().failed]
     c = result.counts
+    merged = f" from {len(runs)} runs" if len(runs) > 1 else ""
     Console(soft_wrap=True, highlight=False).print(
-        f"exported {result.photos} photos ({args.photos}), captures.csv and README.md to {args.out}: "
+        f"exported {result.photos} photos ({args.photos}){merged}, captures.csv and README.md to {args.out}: "
         f"{c.done}/{c.planned} done, "
         f"{c.failed} failed, {c.pending} pending")
     if c.pending:
         console.print(f"[bold yellow]incomplete:[/] the run is not finished; "
-                      f"resume it with: {rig_command()} run {args.session}, then export again", highlight=False)
+                      f"resume it with: {rig_command()} run {pending[0]}, then export again", highlight=False)
     elif c.failed:
         console.print(f"[bold yellow]incomplete:[/] {c.failed} item(s) failed for good; "
-                      f"'{rig_command()} status {args.session}' lists why", highlight=False)
+                      f"'{rig_command()} status {failed[0]}' lists why", highlight=False)
+    return 0
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from rig.shard import shard
+
+    session = load_session(args.session)
+    shards = shard(session, args.rigs, replace=args.replace)
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(f"wrote {len(shards)} shard session files to {shards[0].session.parent}:")
+    for s in shards:
+        out.print(f"  {s.session.name}: {s.images} images of {s.patients} patients; run it with: "
+                  f"{rig_command()} run {s.session}")
+    rest = " ".join(str(s.session) for s in shards[1:])
+    out.print(f"then merge the runs with: {rig_command()} export {shards[0].session}"
+              + (f" --merge {rest}" if rest else "") + " --out DIR")
     return 0
 
 

@@ -24,10 +24,11 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -41,6 +42,7 @@ from rig.calibration.angles import pulse_to_angle
 from rig.command import rig_command
 from rig.errors import ConfigError, RigError
 from rig.files import fsync_dir
+from rig.merge import check_mergeable
 from rig.session import Session
 from rig.store import Counts, RunStore
 
@@ -69,10 +71,18 @@ class Exported:
 
 
 def export(store: RunStore, out: Path, session: Session, replace: bool = False,
-           photos: str = DEFAULT_PHOTOS) -> Exported:
-    """Write every accepted capture under `out` (replacing an earlier export of this run)."""
+           photos: str = DEFAULT_PHOTOS, merge: Sequence[tuple[Session, RunStore]] = ()) -> Exported:
+    """Write every accepted capture under `out` (replacing an earlier export of this run).
+
+    `merge`: the runs of the other shards of the same session (rig/shard.py), exported with this one
+    as one data set, laid out as if one run had taken every photo; refused (nothing written) unless
+    they are shards of one plan (rig/merge.py)."""
     if photos not in PHOTO_FORMS:
         raise ConfigError(f"--photos {photos}: choose one of {', '.join(PHOTO_FORMS)}")
+    runs = [(session, store), *merge]
+    if merge:
+        check_mergeable(runs)
+    stores = [s for _, s in runs]
     out = out.resolve()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -84,22 +94,22 @@ def export(store: RunStore, out: Path, session: Session, replace: bool = False,
         except OSError as e:
             raise ConfigError(f"--out {out}: cannot clean up after an interrupted export ({e.strerror}: "
                               f"{e.filename}); fix that, or remove it, then export again") from None
-        _check_replace(store, out, replace)
+        _check_replace(stores, out, replace)
         partial = _sibling(out, "partial")
         try:
             partial.mkdir()
         except OSError as e:
             raise ConfigError(f"--out {out}: cannot create it ({e.strerror}); choose a writable place") from None
         try:
-            store.db.execute("BEGIN")  # one snapshot: the counts describe exactly the photos exported
-            try:
-                counts = store.counts()
-                facts = _Facts(session, store)
-                written = _write(store, partial, json.loads(store.meta("label_columns") or "[]"), photos, facts)
-                _write_info(store, partial, counts, written)
-                _write_card(store, session, partial, counts, written, photos, facts)
-            finally:
-                store.db.execute("COMMIT")
+            with ExitStack() as snapshots:
+                for s in stores:  # one snapshot per run: the counts describe exactly the photos exported
+                    s.db.execute("BEGIN")
+                    snapshots.callback(s.db.execute, "COMMIT")
+                counts = _sum_counts([s.counts() for s in stores])
+                facts = [(s, _Facts(sess, s)) for sess, s in runs]
+                written = _write(facts, partial, json.loads(store.meta("label_columns") or "[]"), photos)
+                _write_info(stores, partial, counts, written)
+                _write_card(stores, session, partial, counts, written, photos, facts[0][1])
         except BaseException as e:
             shutil.rmtree(partial, ignore_errors=True)
             if isinstance(e, OSError):
@@ -114,6 +124,10 @@ def export(store: RunStore, out: Path, session: Session, replace: bool = False,
             raise ConfigError(f"--out {out}: cannot put the export in place ({e.strerror}: {e.filename}); "
                               "fix that, then export again") from None
     return Exported(written, counts)
+
+
+def _sum_counts(counts: list[Counts]) -> Counts:
+    return Counts(*(sum(getattr(c, f.name) for c in counts) for f in fields(Counts)))
 
 
 def _sibling(out: Path, kind: str) -> Path:
@@ -175,8 +189,9 @@ def _recover(out: Path) -> None:
                               "remove it, then export again")
 
 
-def _check_replace(store: RunStore, out: Path, replace: bool) -> None:
-    """An existing `out` must be an export of this same run, unless the operator said --replace."""
+def _check_replace(stores: list[RunStore], out: Path, replace: bool) -> None:
+    """An existing `out` must be an export of these same runs (or of some of them: a merge that now
+    takes more shards), unless the operator said --replace."""
     if not out.exists():
         return
     if not (out / "captures.csv").is_file():
@@ -185,20 +200,28 @@ def _check_replace(store: RunStore, out: Path, replace: bool) -> None:
         return
     try:
         info = json.loads((out / INFO).read_text())
-        theirs, session = info["run_created"], info.get("session", "?")
-    except (OSError, ValueError, KeyError, TypeError):
+        theirs = {str(r["run_created"]) for r in info.get("merged", [info])}
+        session = info.get("session", "?")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise ExportRefused(f"--out {out}: holds an export that does not say which run it came from; "
                             "pass --replace to overwrite it, or choose another --out") from None
-    if theirs != store.meta("created"):
+    if not theirs <= {str(s.meta("created")) for s in stores}:
         raise ExportRefused(f"--out {out}: holds the export of another run (session {session}); "
                             "pass --replace to overwrite it, or choose another --out")
 
 
-def _write_info(store: RunStore, partial: Path, counts: Counts, photos: int) -> None:
-    info = {"session": store.meta("session"), "run": str(store.root), "run_created": store.meta("created"),
-            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "photos": photos,
-            "planned": counts.planned, "done": counts.done, "failed": counts.failed, "pending": counts.pending,
-            "complete": counts.done == counts.planned}
+def _run_info(store: RunStore, counts: Counts) -> dict[str, object]:
+    return {"session": store.meta("session"), "run": str(store.root), "run_created": store.meta("created"),
+            "planned": counts.planned, "done": counts.done, "failed": counts.failed, "pending": counts.pending}
+
+
+def _write_info(stores: list[RunStore], partial: Path, counts: Counts, photos: int) -> None:
+    """export.json: the (first) run, the totals, and for a merge every shard's run."""
+    info: dict[str, object] = {**_run_info(stores[0], counts),
+                               "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "photos": photos,
+                               "complete": counts.done == counts.planned}
+    if len(stores) > 1:
+        info["merged"] = [_run_info(s, s.counts()) for s in stores]
     with open(partial / INFO, "w", encoding="utf-8") as f:
         json.dump(info, f, indent=1)
         f.write("\n")
@@ -260,7 +283,14 @@ def _blank(value: object) -> object:
     return "" if value is None else value
 
 
-def _write(store: RunStore, partial: Path, label_columns: list[str], form: str, facts: _Facts) -> int:
+def _accepted(runs: list[tuple[RunStore, _Facts]]) -> Iterator[tuple[RunStore, _Facts, dict[str, object]]]:
+    """Every run's accepted captures, run after run, each with its run and what describes its rig."""
+    for store, facts in runs:
+        for c in store.accepted_captures():
+            yield store, facts, c
+
+
+def _write(runs: list[tuple[RunStore, _Facts]], partial: Path, label_columns: list[str], form: str) -> int:
     count = 0
     with open(partial / "captures.csv", "w", newline="", encoding="utf-8") as f, \
             ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="rig-mask") as pool:
@@ -277,7 +307,7 @@ def _write(store: RunStore, partial: Path, label_columns: list[str], form: str, 
                 writer.writerow(row)
             batch.clear()
 
-        for c in store.accepted_captures():
+        for store, facts, c in _accepted(runs):
             image_id, condition, rep = str(c["image_id"]), c["condition"], c["rep"]
             sizes = {x["path"]: x["bytes"] for x in json.loads(str(c["file_hashes"] or "[]"))}
             image = PurePosixPath(image_id)
@@ -358,15 +388,22 @@ def _write_masked(src: Path, c: dict[str, object], dst: Path, what: str) -> str:
     return hashlib.sha256(data.tobytes()).hexdigest()
 
 
-def _write_card(store: RunStore, session: Session, partial: Path, counts: Counts, photos: int, form: str,
+def _write_card(stores: list[RunStore], session: Session, partial: Path, counts: Counts, photos: int, form: str,
                 facts: _Facts) -> None:
-    """The dataset card: how the data set was made, for whoever loads it (rig/templates/dataset_card.md.j2)."""
+    """The dataset card: how the data set was made, for whoever loads it (rig/templates/dataset_card.md.j2).
+    A merge of shards' runs is described by the first shard's session, with every run's counts summed."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("rig", "templates"), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    per_condition = dict(store.db.execute(
-        """SELECT c.label, COUNT(*) FROM attempts a JOIN items it ON it.seq = a.seq
-           JOIN conditions c ON c.condition_no = it.condition_no WHERE a.status = 'accepted' GROUP BY c.label"""))
-    statuses = dict(store.db.execute("SELECT status, COUNT(*) FROM attempts GROUP BY status"))
+    per_condition: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    for s in stores:
+        per_condition.update(dict(s.db.execute(
+            """SELECT c.label, COUNT(*) FROM attempts a JOIN items it ON it.seq = a.seq
+               JOIN conditions c ON c.condition_no = it.condition_no WHERE a.status = 'accepted' GROUP BY c.label""")))
+        statuses.update(dict(s.db.execute("SELECT status, COUNT(*) FROM attempts GROUP BY status")))
+        kinds.update(s.failure_kinds())
+    store = stores[0]
     servos = {s.channel: name for name, s in session.rig.servos.items()}
     lamps = {lamp.channel: name for name, lamp in session.rig.lights.items()}
     conditions = [{"label": c.label, "pose": c.pose, "lighting": c.lighting, "photos": per_condition.get(c.label, 0),
@@ -374,15 +411,18 @@ def _write_card(store: RunStore, session: Session, partial: Path, counts: Counts
                    "lights": {lamps.get(ch, str(ch)): v for ch, v in c.lights.items()}}
                   for c in store.conditions().values()]
     created = float(store.meta("created") or 0)
+    shards = [{"session": s.meta("session"), "run": str(s.root), "manifest": s.meta("manifest_source")}
+              for s in stores] if len(stores) > 1 else []
     text = env.get_template("dataset_card.md.j2").render(
         version=rig.__version__, session=str(session.path), run=str(store.root),
         run_created=dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="seconds"),
         exported_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         rig=session.rig, rig_path=str(session.rig_path), cal=facts.calibration, cal_name=facts.calibration_name,
         conditions=conditions, repeats=store.meta("repeats"), manifest=store.meta("manifest_source"),
-        counts=counts, photos=photos, form=form, statuses=statuses, kinds=store.failure_kinds(),
+        counts=counts, photos=photos, form=form, statuses=statuses, kinds=dict(kinds.most_common()),
         qa=session.config.qa, fiducials=session.config.fiducials, retries=session.config.retries,
-        label_columns=json.loads(store.meta("label_columns") or "[]"), retransmissions=store.retransmissions())
+        label_columns=json.loads(store.meta("label_columns") or "[]"),
+        retransmissions=sum(s.retransmissions() for s in stores), shards=shards)
     with open(partial / CARD, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
