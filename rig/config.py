@@ -582,6 +582,21 @@ class WindowConfig(Strict):
         return self.center, self.width
 
 
+class ShardConfig(Strict):
+    """Written by `rig shard` into each shard's session: which part of which split it is, so that
+    `rig export --merge` can refuse a merge that leaves a shard out."""
+
+    index: int = Field(ge=1, description="this shard's number, 1..of")
+    of: int = Field(ge=1, description="how many shards the split made")
+    split: str = Field(min_length=1, description="one id per `rig shard` call: shards of other splits never merge")
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ShardConfig:
+        if self.index > self.of:
+            raise FieldError(("index",), f"shard {self.index} of {self.of}: the index must be at most 'of'")
+        return self
+
+
 class QAConfig(Strict):
     """What every photo must show before it is accepted (the rest is retaken)."""
 
@@ -614,6 +629,7 @@ class SessionConfig(Strict):
     window: WindowConfig | None = Field(None, description="show 12- to 16-bit images through this window instead "
                                         "of a DICOM's own VOI or a 16-bit image's own range")
     qa: QAConfig = QAConfig()
+    shard: ShardConfig | None = Field(None, description="written by rig shard; do not edit")
 
 
 # ---------------------------------------------------------------- loading

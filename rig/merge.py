@@ -37,6 +37,30 @@ def _calibration(store: RunStore) -> str:
                               for c in store.contexts()}))
 
 
+def _check_split(runs: Sequence[tuple[Session, RunStore]]) -> None:
+    """Shards written by `rig shard` merge only all together: every shard 1..N of one split, once each.
+    (Runs that are no shards, e.g. sessions an operator split by hand, are judged by the other checks.)"""
+    shards = [(session, session.config.shard) for session, _ in runs]
+    marked = [(session, s) for session, s in shards if s is not None]
+    if not marked:
+        return
+    first_session, first = marked[0]
+    for session, s in shards:
+        if s is None or (s.split, s.of) != (first.split, first.of):
+            raise MergeRefused(f"{session.path}: not a shard of the same `rig shard` split as {first_session.path}; "
+                               "merge the shards of one split; nothing was written")
+    given = sorted(s.index for _, s in marked)
+    if len(set(given)) != len(given):
+        raise MergeRefused(f"shard {next(i for i in given if given.count(i) > 1)} of {first.of} is given twice; "
+                           "name each shard once; nothing was written")
+    missing = sorted(set(range(1, first.of + 1)) - set(given))
+    if missing:
+        names = ", ".join(f"shard-{i}-of-{first.of}.yaml" for i in missing)
+        raise MergeRefused(f"{first_session.path}: the split has {first.of} shards and {names} "
+                           f"{'is' if len(missing) == 1 else 'are'} not given; a data set without them would "
+                           "silently lack their patients: give every shard; nothing was written")
+
+
 def check_mergeable(runs: Sequence[tuple[Session, RunStore]]) -> None:
     """Refuse, naming the first run that does not fit the first one and why, runs that are not shards of one plan."""
     first_session, first = runs[0]
@@ -67,3 +91,4 @@ def check_mergeable(runs: Sequence[tuple[Session, RunStore]]) -> None:
             if j != i:
                 raise MergeRefused(f"{session.path}: its run overlaps {runs[j][0].path}'s: image {image_id} is in "
                                    "both; merge only shards of one split (rig shard); nothing was written")
+    _check_split(runs)

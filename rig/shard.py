@@ -16,6 +16,7 @@ import io
 import os
 import re
 import shutil
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +94,8 @@ def _path_for(original: Path | None, resolved: Path, folder: Path) -> str:
     return os.path.relpath(resolved, folder.resolve())
 
 
-def _shard_session(session: Session, folder: Path, name: str) -> dict[str, Any]:
-    """The session file's settings (its `extends:` already merged in) with this shard's paths."""
+def _shard_session(session: Session, folder: Path, name: str, shard: dict[str, Any]) -> dict[str, Any]:
+    """The session file's settings (its `extends:` already merged in) with this shard's paths and identity."""
     config = session.config
     data: dict[str, Any] = config.model_dump(mode="json", exclude_unset=True)
     root = session.image_root or session.image_folder
@@ -105,6 +106,7 @@ def _shard_session(session: Session, folder: Path, name: str) -> dict[str, Any]:
                                                 or config.manifest.folder, root, folder)}
     output = session.output.with_name(f"{session.output.name}.{name}")
     data["output"] = _path_for(config.output, output, folder)
+    data["shard"] = shard
     return data
 
 
@@ -131,6 +133,7 @@ def shard(session: Session, n: int, replace: bool = False) -> list[Shard]:
     del rows
     patients = Counter(shard_of.values())
 
+    split = uuid.uuid4().hex[:12]  # shards of one call merge; a re-shard's never mix with these
     partial = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -139,7 +142,7 @@ def shard(session: Session, n: int, replace: bool = False) -> list[Shard]:
         for k in range(n):
             name = shard_name(k + 1, n)
             atomic_write(partial / f"{name}.csv", "".join([header, *lines[k]]))
-            data = _shard_session(session, folder, name)
+            data = _shard_session(session, folder, name, {"index": k + 1, "of": n, "split": split})
             text = (f"# Shard {k + 1} of {n} of {session.path.name} (written by `rig shard`): "
                     f"{len(lines[k])} images of {patients[k]} patients.\n"
                     + yaml.safe_dump(data, sort_keys=False))

@@ -86,6 +86,8 @@ def test_merge_refuses_overlapping_or_mismatched_runs_and_writes_nothing(
     stricter.write_text(yaml.safe_dump(data))
     mismatch = run_rig("export", str(shards[0]), "--merge", str(stricter), "--out", str(out))
     assert mismatch.returncode == 2 and "QA thresholds" in mismatch.stderr, mismatch.stderr
+    partial = run_rig("export", str(shards[0]), "--merge", str(shards[1]), "--out", str(out))
+    assert partial.returncode == 2 and "shard-3-of-3.yaml is not given" in partial.stderr, partial.stderr
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 
