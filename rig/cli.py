@@ -533,10 +533,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"{c.failed} failed, {c.pending} pending")
     if c.pending:
         console.print(f"[bold yellow]incomplete:[/] the run is not finished; "
-                      f"resume it with: {rig_command()} run {pending[0]}, then export again", highlight=False)
+                      f"resume it with: {rig_command()} run {(pending or sessions)[0]}, then export again",
+                      highlight=False)
     elif c.failed:
         console.print(f"[bold yellow]incomplete:[/] {c.failed} item(s) failed for good; "
-                      f"'{rig_command()} status {failed[0]}' lists why", highlight=False)
+                      f"'{rig_command()} status {(failed or sessions)[0]}' lists why", highlight=False)
     return 0
 
 
