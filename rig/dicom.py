@@ -196,7 +196,7 @@ def _check_decoder(ds: Dataset, path: Path) -> None:
                          "information; export it again as DICOM Part 10")
     try:
         decoder = get_decoder(syntax)
-    except NotImplementedError:
+    except NotImplementedError:  # pydicom has no decoder for this transfer syntax at all
         raise ImageError(f"DICOM cannot be decoded: {path} uses {syntax.name} ({syntax}), which no pydicom "
                          "decoder reads; convert it to an uncompressed transfer syntax") from None
     if not decoder.is_available:

@@ -58,7 +58,7 @@ def atomic_write(path: Path, content: bytes | str | Callable[[BinaryIO], object]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # any end, Ctrl-C included: no temp file left behind; re-raised
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)

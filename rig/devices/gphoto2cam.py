@@ -362,7 +362,7 @@ class GPhoto2Camera:
         cam = self._init_checked(model, port)
         try:
             _apply_settings(cam, self.settings, model)
-        except BaseException:
+        except BaseException:  # any end, Ctrl-C included: leave the camera usable; re-raised
             _safe_exit(cam)
             raise
         if self.settings and self.reopen_after_settings:

@@ -99,6 +99,6 @@ def open_devices(rig: RigConfig, rig_path: Path, fast: bool = False) -> Devices:
         display = open_display(opening)
         camera = open_camera(opening)
         return Devices(motion, camera, display, opening.stack)
-    except BaseException:
+    except BaseException:  # a device that fails to open, Ctrl-C included: close the ones opened; re-raised
         opening.stack.close()
         raise

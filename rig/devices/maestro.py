@@ -285,7 +285,7 @@ class Maestro:
         try:
             ctl = cls(wire, settings, rig)
             ctl.setup()
-        except BaseException:
+        except BaseException:  # a failed set-up, Ctrl-C included: release the port; re-raised
             wire.close()
             raise
         return ctl

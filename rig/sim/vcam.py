@@ -105,7 +105,7 @@ class VirtualCameraDir:
                     fh.truncate(self.frame_size)  # zero padding, sparse where the fs allows
                 # while unplugged the frame waits outside, for the camera's return
                 os.replace(tmp, self._hidden if self._is_unplugged else self.frame)
-            except BaseException:
+            except BaseException:  # any end: no temp frame left behind; re-raised
                 Path(tmp).unlink(missing_ok=True)
                 raise
 

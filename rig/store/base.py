@@ -52,7 +52,7 @@ class StoreBase:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
-        except BaseException:
+        except BaseException:  # any end, Ctrl-C included: nothing half-committed; re-raised
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
