@@ -25,21 +25,19 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
-import cv2
-
 from rig.capture import Positioner, differs
-from rig.devices import CameraFile, MotionState, Shot
+from rig.devices import MotionState, Shot
 from rig.devices.kinds import Devices
 from rig.errors import CameraError, CameraUnavailable, DeviceError, RigError
 from rig.fiducials import draw_fiducials, fiducial_layout
 from rig.images import Prepared, prepare
 from rig.plan import PlannedCondition
-from rig.qa import Expected, PhotoQA, Verdict, decode_photo
+from rig.qa import Expected, PhotoQA, Verdict
 from rig.session import Session
 from rig.store import REASON_KIND, Capture, Item, RunStore
 
@@ -404,7 +402,9 @@ class Engine:
                     self._after_failure(job, failure, final)
                     return
                 t = time.monotonic()
-                verdict, registered = self._verify(job, files)
+                assert job.expected is not None
+                register = self.session.config.qa.save_registered and job.expected.layout is not None
+                verdict, registered = self.qa.check_files([f.data for f in files], job.expected, register)
                 job.capture.timing["qa"] = time.monotonic() - t
                 # the x-ray's rectangle on screen: with the homography it locates the x-ray in the photo (export)
                 record = {**verdict.record(), "xray": list(job.expected.xray)} if job.expected else verdict.record()
@@ -425,20 +425,6 @@ class Engine:
         final = self.store.record_failure(job.item.seq, failure, job.max_attempts, job.capture)
         self.on_event(Event("failed" if final else "retake", job.item, failure))
         self._after_failure(job, failure, final)
-
-    def _verify(self, job: _Job, files: Sequence[CameraFile]) -> tuple[Verdict, bytes | None]:
-        """QA of the first file that decodes as an image; the registered crop as PNG when asked for."""
-        assert job.expected is not None
-        photo = next((p for p in (decode_photo(f.data) for f in files) if p is not None), None)
-        if photo is None:
-            return Verdict(reasons=["no file from the camera decodes as an image"]), None
-        register = self.session.config.qa.save_registered and job.expected.layout is not None
-        verdict = self.qa.check(photo, job.expected, register=register)
-        png = None
-        if verdict.ok and verdict.registered is not None:
-            ok, data = cv2.imencode(".png", cv2.cvtColor(verdict.registered, cv2.COLOR_RGB2BGR))
-            png = data.tobytes() if ok else None
-        return verdict, png
 
     def _after_failure(self, job: _Job, failure: str, final: bool) -> None:
         self._result.failed_attempts += 1

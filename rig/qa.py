@@ -13,6 +13,7 @@ the photo are checked.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -118,6 +119,20 @@ class PhotoQA:
         cv2.cornerSubPix(gray, pts.reshape(-1, 1, 2), (5, 5), (-1, -1),
                          (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
         return [p.reshape(1, 4, 2) for p in pts.reshape(-1, 4, 2)], ids
+
+    def check_files(self, files: Sequence[bytes], expected: Expected,
+                    register: bool = False) -> tuple[Verdict, bytes | None]:
+        """QA of the first of a capture's files that decodes as an image (a RAW+JPEG pair: the JPEG);
+        with `register`, the accepted photo's registered x-ray area as PNG."""
+        photo = next((p for p in (decode_photo(data) for data in files) if p is not None), None)
+        if photo is None:
+            return Verdict(reasons=["no file from the camera decodes as an image"]), None
+        verdict = self.check(photo, expected, register=register)
+        png = None
+        if verdict.ok and verdict.registered is not None:
+            ok, data = cv2.imencode(".png", cv2.cvtColor(verdict.registered, cv2.COLOR_RGB2BGR))
+            png = data.tobytes() if ok else None
+        return verdict, png
 
     def check(self, photo: np.ndarray, expected: Expected, register: bool = False) -> Verdict:
         verdict = Verdict()
