@@ -200,14 +200,22 @@ def _check_replace(stores: list[RunStore], out: Path, replace: bool) -> None:
         return
     try:
         info = json.loads((out / INFO).read_text())
-        theirs = {str(r["run_created"]) for r in info.get("merged", [info])}
+        runs = info.get("merged", [info])
+        theirs = {str(r["run_created"]) for r in runs}
         session = info.get("session", "?")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise ExportRefused(f"--out {out}: holds an export that does not say which run it came from; "
                             "pass --replace to overwrite it, or choose another --out") from None
-    if not theirs <= {str(s.meta("created")) for s in stores}:
-        raise ExportRefused(f"--out {out}: holds the export of another run (session {session}); "
-                            "pass --replace to overwrite it, or choose another --out")
+    ours = {str(s.meta("created")) for s in stores}
+    if theirs <= ours:
+        return
+    if len(runs) > 1 and ours <= theirs:  # one shard exported onto the merge it belongs to
+        sessions = ", ".join(str(r.get("session", "?")) for r in runs)
+        raise ExportRefused(f"--out {out}: holds the merge of {len(runs)} runs ({sessions}), of which this is only "
+                            "a part; export them all with --merge, pass --replace to overwrite it with this part, "
+                            "or choose another --out")
+    raise ExportRefused(f"--out {out}: holds the export of another run (session {session}); "
+                        "pass --replace to overwrite it, or choose another --out")
 
 
 def _run_info(store: RunStore, counts: Counts) -> dict[str, object]:

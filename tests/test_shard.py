@@ -67,6 +67,10 @@ def test_shards_split_patients_and_their_merged_export_equals_one_runs_export(
     info = json.loads((tmp_path / "merged" / "export.json").read_text())
     assert info["complete"] and info["photos"] == len(expected) and len(info["merged"]) == 3
 
+    one = run_rig("export", str(shards[0]), "--out", str(tmp_path / "merged"))  # one shard onto the merge of all
+    assert one.returncode == 2 and "the merge of 3 runs" in one.stderr and "--merge" in one.stderr, one.stderr
+    assert _captured(tmp_path / "merged") == expected
+
 
 def test_merge_refuses_overlapping_or_mismatched_runs_and_writes_nothing(
         tmp_path: Path, sharded: tuple[Path, list[Path]]) -> None:
