@@ -162,7 +162,6 @@ class PhotoQA:
         skipped (most of the detector's time goes to the contours it must read): a screen spanning a
         fifth of the photo's long side still shows its markers above that size. Should either shortcut
         miss a marker, the photo is searched again at half size without the bound."""
-        dark = cv2.bitwise_not(gray)
         plain = 2 if max(gray.shape) >= DETECT_SIZE else 1
         if layout is not None:
             rate = round(MIN_SCREEN_SPAN * 4 * layout.marker / layout.width, 3)
@@ -172,10 +171,10 @@ class PhotoQA:
                 f = 1
                 while marker_px / (2 * f) >= MIN_MARKER_PX and max(gray.shape) / (2 * f) >= 64:
                     f *= 2
-            corners, ids = _detect_at(fast, dark, f)
+            corners, ids = _detect_at(fast, gray, f)
             if ids is not None and len(ids) >= len(layout.slots()) and set(CORNER_IDS) <= set(ids.ravel()):
                 return corners, ids
-        return _detect_at(self.detector, dark, plain)
+        return _detect_at(self.detector, gray, plain)
 
     def check_files(self, files: Sequence[bytes], expected: Expected,
                     register: bool = False) -> tuple[Verdict, bytes | None]:
@@ -207,8 +206,8 @@ class PhotoQA:
         tried: dict[int, Verdict] = {}
         while True:
             photo = decode_photo(data, scale)
-            if photo is None:
-                return None
+            if photo is None:  # (at a second scale only if memory ran out: keep what the first found)
+                return tried[min(tried)] if tried else None
             if size is None or scale == 1:
                 size = (photo.shape[1], photo.shape[0])
             timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
@@ -240,7 +239,10 @@ class PhotoQA:
 
     def check(self, photo: np.ndarray, expected: Expected, register: bool = False) -> Verdict:
         """QA of a decoded photo at its full resolution."""
-        return self._check(photo, 1, (photo.shape[1], photo.shape[0]), expected, register, {})
+        timings: dict[str, float] = {}
+        verdict = self._check(photo, 1, (photo.shape[1], photo.shape[0]), expected, register, timings)
+        verdict.timings = timings
+        return verdict
 
     def _check(self, photo: np.ndarray, scale: int, size: tuple[int, int], expected: Expected, register: bool,
                timings: dict[str, float], magnification: float | None = None) -> Verdict:
@@ -405,13 +407,14 @@ def registered_crop(photo: np.ndarray, H: np.ndarray, expected: Expected) -> np.
 
 def _detect_at(detector: cv2.aruco.ArucoDetector, image: np.ndarray, f: int) -> tuple[list[np.ndarray],
                                                                                    np.ndarray | None]:
-    """Markers searched in `image` reduced f times (a power of 2), their corners then refined at each
-    doubling of the size up to `image`'s own, so that each refinement starts within a pixel or so."""
+    """Markers searched in `image` reduced f times (a power of 2) and inverted, their corners then
+    refined at each doubling of the size up to `image`'s own, so that each refinement starts within a
+    pixel or so."""
     levels = [image]
     while len(levels) < f.bit_length():
         h, w = levels[-1].shape[:2]
         levels.append(cv2.resize(levels[-1], (w // 2, h // 2), interpolation=cv2.INTER_AREA))
-    corners, ids, _ = detector.detectMarkers(levels[-1])
+    corners, ids, _ = detector.detectMarkers(cv2.bitwise_not(levels[-1]))
     if ids is None:
         return [], None
     pts = np.concatenate([c.reshape(-1, 2) for c in corners]).astype(np.float32)

@@ -20,7 +20,7 @@ from conftest import rig_file
 from rig.config import QAConfig, RigConfig, load_rig
 from rig.fiducials import draw_fiducials, fiducial_layout
 from rig.images import Prepared, prepare
-from rig.qa import Expected, PhotoQA, Verdict, decode_photo
+from rig.qa import Expected, PhotoQA, Verdict, decode_photo, registered_crop
 from rig.sim.studio import Scene, Studio
 
 ENLARGE = 3.5  # 1600x1200 -> 5600x4200, 23.5 MP
@@ -110,7 +110,7 @@ def test_a_24mp_jpeg_is_checked_at_reduced_scale_with_the_full_resolution_verdic
     full = _full_resolution(data, setup.expected)
     qa = PhotoQA(QAConfig())
     cold, _ = qa.check_files([data], setup.expected)  # first photo: nothing predicts its scale yet
-    warm, _ = qa.check_files([data], setup.expected)
+    warm, png = qa.check_files([data], setup.expected, register=True)
     assert full.homography is not None
     apart = _screen_px_off(warm, cv2.perspectiveTransform(_xray_grid(setup.expected)[None], full.homography)[0],
                            setup.expected)
@@ -127,6 +127,15 @@ def test_a_24mp_jpeg_is_checked_at_reduced_scale_with_the_full_resolution_verdic
         assert v.sharpness == pytest.approx(full.sharpness, abs=0.05)
     assert apart < 0.25
     assert fast_off <= full_off + 0.05  # (both keep the lens distortion no homography models)
+    # The registered crop (the data set's pixel-aligned pair) matches the one cut from the whole photo.
+    assert png is not None and full.homography is not None
+    crop = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    photo = decode_photo(data)
+    assert photo is not None
+    whole = cv2.cvtColor(registered_crop(photo, full.homography, setup.expected), cv2.COLOR_RGB2GRAY)
+    assert crop.shape == whole.shape == setup.expected.source_size[::-1]
+    print(f"registered crop: mean |reduced - whole| {float(np.abs(crop - whole).mean()):.2f} grey levels")
+    assert float(np.abs(crop - whole).mean()) < 2.0
 
 
 def test_the_decode_scale_keeps_the_xray_at_screen_resolution_and_no_finer(setup: Setup) -> None:
