@@ -76,7 +76,7 @@ class Verdict:
 SCALES = (8, 4, 2, 1)  # libjpeg's DCT scalings that OpenCV offers, coarsest first
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
-MIN_MAGNIFICATION = 1.0  # decoded photo px per screen px over the x-ray area, in its worst direction
+MIN_MAGNIFICATION = 1.0  # decoded photo px per screen px over every part of the x-ray area (by area)
 
 
 def decode_photo(data: bytes, scale: int = 1) -> np.ndarray | None:
@@ -110,10 +110,21 @@ def photo_size(data: bytes) -> tuple[int, int] | None:
     return (w, h) if w > 0 and h > 0 else None
 
 
-def coarsest_scale(magnification: float) -> int:
+def coarsest_scale(magnification: float, need: float = MIN_MAGNIFICATION) -> int:
     """The coarsest decode scale at which `magnification` (full photo px per screen px) still gives
-    MIN_MAGNIFICATION."""
-    return next((s for s in SCALES if magnification / s >= MIN_MAGNIFICATION), 1)
+    `need` decoded px per screen px."""
+    return next((s for s in SCALES if magnification / s >= need), 1)
+
+
+def needed_magnification(expected: Expected, register: bool) -> float:
+    """Decoded px per screen px the checks need over the x-ray: one (the screen's resolution); with a
+    registered crop of a source that has more pixels than the screen showed, one per source px, so that
+    the crop is never enlarged from the decoded photo."""
+    if not register:
+        return MIN_MAGNIFICATION
+    _, _, w, h = expected.xray
+    sw, sh = expected.source_size
+    return max(MIN_MAGNIFICATION, sw / w, sh / h)
 
 
 def to_decoded(scale: int) -> np.ndarray:
@@ -201,7 +212,8 @@ class PhotoQA:
         start = time.perf_counter()
         size = photo_size(data)
         predicted = None if size is None else self._predicted_magnification(size, expected)
-        scale = 1 if predicted is None else coarsest_scale(predicted)
+        need = needed_magnification(expected, register)
+        scale = 1 if predicted is None else coarsest_scale(predicted, need)
         timings: dict[str, float] = {}
         tried: dict[int, Verdict] = {}
         while True:
@@ -216,7 +228,7 @@ class PhotoQA:
             if magnification is None:  # no registration: nothing says what scale the x-ray needs
                 break
             self._span = magnification / max(size)
-            wanted = coarsest_scale(magnification)
+            wanted = coarsest_scale(magnification, need)
             if wanted == scale:
                 break
             if wanted in tried:  # on the threshold: between the two, the finer one is sufficient

@@ -9,7 +9,7 @@ put in (moire, glare, blur, noise) where it was relative to the screen.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -139,7 +139,8 @@ def test_a_24mp_jpeg_is_checked_at_reduced_scale_with_the_full_resolution_verdic
 
 
 def test_the_decode_scale_keeps_the_xray_at_screen_resolution_and_no_finer(setup: Setup) -> None:
-    """The scale is the coarsest at which every part of the x-ray gets a decoded px per screen px."""
+    """The scale is the coarsest at which every part of the x-ray gets a decoded px per screen px (per
+    source px for a registered crop of a source larger than the screen showed)."""
     data = _jpeg(_photo(setup, "left"))
     v, _ = PhotoQA(QAConfig()).check_files([data], setup.expected)
     assert v.homography is not None and _reduction(v) >= 2
@@ -157,6 +158,11 @@ def test_the_decode_scale_keeps_the_xray_at_screen_resolution_and_no_finer(setup
 
     assert px_per_screen_px(v.scale) >= 1.0
     assert px_per_screen_px(v.scale * 2) < 1.0
+    # A registered crop of a source larger than the screen showed is cut at one decoded px per source px.
+    big = replace(setup.expected, source_size=(setup.expected.xray[2] * 2, setup.expected.xray[3] * 2))
+    r, png = PhotoQA(QAConfig()).check_files([data], big, register=True)
+    assert r.ok and png is not None
+    assert px_per_screen_px(r.scale) >= 2.0 and r.scale < v.scale
 
 
 @pytest.mark.parametrize("fault, reason", [("blurred", "sharpness"), ("wrong frame", "wrong frame"),
