@@ -218,8 +218,11 @@ class PhotoQA:
         tried: dict[int, Verdict] = {}
         while True:
             photo = decode_photo(data, scale)
-            if photo is None:  # (at a second scale only if memory ran out: keep what the first found)
-                return tried[min(tried)] if tried else None
+            if photo is None and not tried:
+                return None
+            if photo is None:  # (at a second scale only if memory ran out: keep what was found)
+                verdict = tried[min(tried)]
+                break
             if size is None or scale == 1:
                 size = (photo.shape[1], photo.shape[0])
             timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
