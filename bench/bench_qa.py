@@ -138,16 +138,14 @@ def main() -> None:
     print("  (1/s: decode scale; dec..sharp: wall ms by step, sharp includes clipping; ÷0.45s, ÷size: QA wall time ÷ "
           "download time; floor: decode at 1/8 ÷ 0.45 s, the Huffman decoding no scale avoids; ΔH: largest "
           "distance in screen px between the new and full-resolution homographies over the x-ray)")
-    summary: list[tuple[int, float, float, float, float]] = []
+    # (MP, quality, path) -> per pose: (QA ÷ 0.45 s, QA ÷ size-scaled download, thread CPU ÷ 0.45 s), and MB
+    ratios: dict[tuple[int, int, str], list[tuple[float, float, float]]] = {}
+    sizes: dict[tuple[int, int], float] = {}
     with TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         make_demo_data(data_dir, count=1, seed=1)
         for mp in (int(s) for s in args.sizes.split(",")):
             expected, jpegs = photos(data_dir, mp)
-            new_ratios: list[float] = []
-            old_ratios: list[float] = []
-            new_cpu: list[float] = []
-            old_cpu: list[float] = []
             for (pose, q), data in jpegs.items():
                 qa, baseline = PhotoQA(QAConfig()), PhotoQA(QAConfig())
                 new_path(qa, data, expected)  # the first photo of an instance may decode twice: steady state
@@ -155,6 +153,7 @@ def main() -> None:
                 for _ in range(args.repeats):
                     runs["new"].append(new_path(qa, data, expected))
                     runs["full"].append(full_path(baseline, data, expected))
+                sizes[mp, q] = len(data) / 1e6
                 size_s = len(data) / 1e6 / USB_MB_S
                 floor = entropy_floor(data, args.repeats) / DOWNLOAD_S
                 apart = screen_px_apart(runs["new"][0][3], runs["full"][0][3], expected)
@@ -162,18 +161,17 @@ def main() -> None:
                     wall = statistics.median(r[0] for r in rs)
                     cpu = statistics.median(r[1] for r in rs)
                     steps = [statistics.median(r[2].get(s, 0.0) for r in rs) for s in STEPS]
-                    (new_ratios if name == "new" else old_ratios).append(wall / DOWNLOAD_S)
-                    (new_cpu if name == "new" else old_cpu).append(cpu / DOWNLOAD_S)
+                    ratios.setdefault((mp, q, name), []).append((wall / DOWNLOAD_S, wall / size_s, cpu / DOWNLOAD_S))
                     extra = f" {floor:6.3f} {apart:5.3f}" if name == "new" else ""
                     print(f"{mp:>3} {q:>3} {len(data) / 1e6:5.1f} {pose:>6} {name:>5} {rs[0][3].scale:>3} "
                           f"{1000 * wall:8.1f} {1000 * cpu:7.1f} " + " ".join(f"{1000 * s:6.1f}" for s in steps)
                           + f" {wall / DOWNLOAD_S:7.3f} {wall / size_s:7.3f}{extra}")
-            summary.append((mp, statistics.median(new_ratios), statistics.median(old_ratios),
-                            statistics.median(new_cpu), statistics.median(old_cpu)))
-    print("QA time ÷ the camera's download time (0.45 s), median over poses and qualities (wall; thread CPU):")
-    for mp, new, old, new_c, old_c in summary:
-        print(f"  {mp:>2} MP: reduced decode {new:.3f}; {new_c:.3f}, full decode (baseline) {old:.3f}; {old_c:.3f}, "
-              f"speed-up {old / new:.2f}x; {old_c / new_c:.2f}x")
+    print("QA time ÷ the camera's download time, mean over poses: ÷ 0.45 s (thread CPU ÷ 0.45 s; ÷ size / 25 MB/s)")
+    for (mp, q), mb in sizes.items():
+        new, full = (tuple(statistics.fmean(r[i] for r in ratios[mp, q, path]) for i in range(3))
+                     for path in ("new", "full"))
+        print(f"  {mp:>2} MP q{q} ({mb:4.1f} MB): reduced decode {new[0]:.3f} ({new[2]:.3f}; {new[1]:.3f}), "
+              f"full decode (baseline) {full[0]:.3f} ({full[2]:.3f}; {full[1]:.3f}), speed-up {full[0] / new[0]:.2f}x")
 
 
 if __name__ == "__main__":
