@@ -8,15 +8,24 @@ markers' corners, keeps enough of the fine detail the display drew (Laplacian en
 against the drawn frame, docs/decisions/0003) and has few clipped pixels. Without
 fiducials nothing locates the screen in the photo: only sharpness and clipping over the middle of
 the photo are checked.
+
+A camera's photo has far more pixels than the screen it shows, so `check_files` decodes a JPEG at
+the coarsest DCT scale (1/2, 1/4, 1/8) that still gives the x-ray area at least one decoded pixel
+per screen pixel, finds and refines the markers at that scale, and measures sharpness and clipping
+there: at the source's resolution, not the camera's (docs/decisions/0014). Homography and margin
+are still reported in the full photo's pixels.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
+import imagesize
 import numpy as np
 
 from rig.config import QAConfig
@@ -45,8 +54,10 @@ class Verdict:
     sharpness: float | None = None
     clipped: float | None = None
     markers: int = 0
-    homography: np.ndarray | None = None  # continuous screen px -> photo px
+    homography: np.ndarray | None = None  # continuous screen px -> photo px (the full photo's)
     registered: np.ndarray | None = None  # RGB, source-sized, when asked for
+    scale: int = 1  # the photo was checked decoded at 1/scale of its size
+    timings: dict[str, float] = field(default_factory=dict)  # seconds by step: decode, detection, ...
 
     @property
     def ok(self) -> bool:
@@ -58,22 +69,83 @@ class Verdict:
             return None if x is None else round(float(x), n)
         return {"reasons": self.reasons, "frame_id": self.frame_id, "margin_px": r(self.margin_px, 1),
                 "sharpness": r(self.sharpness, 3), "clipped": r(self.clipped, 5), "markers": self.markers,
+                "scale": self.scale,
                 "homography": None if self.homography is None else np.round(self.homography, 9).tolist()}
 
 
-def decode_photo(data: bytes) -> np.ndarray | None:
-    """RGB array of an encoded photo, or None when it is not an image OpenCV reads (e.g. RAW)."""
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+SCALES = (8, 4, 2, 1)  # libjpeg's DCT scalings that OpenCV offers, coarsest first
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
+MIN_MAGNIFICATION = 1.0  # decoded photo px per screen px over every part of the x-ray area (by area)
+
+
+def decode_photo(data: bytes, scale: int = 1) -> np.ndarray | None:
+    """RGB array of an encoded photo at 1/scale of its size, or None when it is not an image OpenCV
+    reads (e.g. RAW, an empty or damaged file).
+
+    A JPEG is reduced while it decodes (libjpeg's scaled IDCT: a fraction of the full decode's time);
+    other formats are decoded whole and then averaged down, so both come out alike."""
+    buf = np.frombuffer(data, np.uint8)
+    if buf.size == 0:
+        return None
+    try:
+        img = cv2.imdecode(buf, _REDUCED[scale] if is_jpeg(data) else cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+    if img is None:
+        return None
+    if scale > 1 and not is_jpeg(data):
+        h, w = img.shape[:2]
+        img = cv2.resize(img, (-(-w // scale), -(-h // scale)), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def is_jpeg(data: bytes) -> bool:
+    return data[:3] == b"\xff\xd8\xff"
+
+
+def photo_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the file's header alone (as the decoder orients it), or None."""
+    w, h = imagesize.get(io.BytesIO(data))
+    return (w, h) if w > 0 and h > 0 else None
+
+
+def coarsest_scale(magnification: float, need: float = MIN_MAGNIFICATION) -> int:
+    """The coarsest decode scale at which `magnification` (full photo px per screen px) still gives
+    `need` decoded px per screen px."""
+    return next((s for s in SCALES if magnification / s >= need), 1)
+
+
+def needed_magnification(expected: Expected, register: bool) -> float:
+    """Decoded px per screen px the checks need over the x-ray: one (the screen's resolution); with a
+    registered crop of a source that has more pixels than the screen showed, one per source px, so that
+    the crop is never enlarged from the decoded photo."""
+    if not register:
+        return MIN_MAGNIFICATION
+    _, _, w, h = expected.xray
+    sw, sh = expected.source_size
+    return max(MIN_MAGNIFICATION, sw / w, sh / h)
+
+
+def to_decoded(scale: int) -> np.ndarray:
+    """Full photo px -> px of the photo decoded at 1/scale (decoded px i averages full px
+    [s*i, s*i + s), so its centre is at s*i + (s - 1) / 2)."""
+    o = (scale - 1) / 2
+    return np.array([[1 / scale, 0, -o / scale], [0, 1 / scale, -o / scale], [0, 0, 1]], np.float64)
 
 
 MIN_SCREEN_SPAN = 0.2  # the screen spans at least this share of the photo's long side (else: the slow search)
+DETECT_SIZE = 1200  # without a predicted marker size, photos this long or longer are searched at half size
+MIN_MARKER_PX = 40  # markers are searched in the photo reduced (by a power of 2) to about this side, no less
 
 
 def _detector(min_perimeter_rate: float | None) -> cv2.aruco.ArucoDetector:
     params = cv2.aruco.DetectorParameters()
     params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
-    params.detectInvertedMarker = True  # the display draws them white on black
+    # The display draws the markers white on black: the image is inverted before the search instead of
+    # letting the detector try both polarities (that doubles its slowest step, reading each candidate's
+    # bits against the 1000 codes).
+    params.detectInvertedMarker = False
     params.perspectiveRemovePixelPerCell = 8  # read bits from a finer resampling: small markers decode
     params.perspectiveRemoveIgnoredMarginPerCell = 0.25  # read each cell's middle: blur smears its edges
     if min_perimeter_rate is not None:  # marker perimeter / the image's long side
@@ -82,70 +154,133 @@ def _detector(min_perimeter_rate: float | None) -> cv2.aruco.ArucoDetector:
 
 
 class PhotoQA:
-    """Checks photos against an attempt's expectations; one instance per thread (OpenCV detector)."""
+    """Checks photos against an attempt's expectations; one instance per thread (its OpenCV detectors,
+    and the last photo's screen size in the photo, which predicts the next photo's decode scale)."""
 
     def __init__(self, config: QAConfig) -> None:
         self.config = config
         self.detector = _detector(None)
         self._sized: dict[float, cv2.aruco.ArucoDetector] = {}  # by minimum marker perimeter rate
+        self._span: float | None = None  # last x-ray's magnification / its photo's long side
 
-    def _detect(self, gray: np.ndarray, layout: FiducialLayout | None = None) -> tuple[list[np.ndarray],
-                                                                                       np.ndarray | None]:
-        """ArUco markers; large photos are searched at half size, then corners refined at full size.
+    def _detect(self, gray: np.ndarray, layout: FiducialLayout | None = None,
+                marker_px: float | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """ArUco markers (drawn white on black), with corners refined at `gray`'s own size.
 
-        With the layout known, candidates far smaller than its markers can be are skipped (most of the
-        detector's time goes to the many small contours of the x-ray and the pixel grid): a screen
-        spanning a fifth of the photo's long side still shows its markers above that size. Should that
-        miss a marker, the photo is searched again without the bound."""
+        Large photos are searched reduced: by the largest power of 2 that keeps markers of the predicted
+        `marker_px` (side in `gray`'s px) at MIN_MARKER_PX or more, or without a prediction at half size
+        from DETECT_SIZE on. With the layout known, candidates far smaller than its markers can be are
+        skipped (most of the detector's time goes to the contours it must read): a screen spanning a
+        fifth of the photo's long side still shows its markers above that size. Should either shortcut
+        miss a marker, the photo is searched again at half size without the bound."""
+        plain = 2 if max(gray.shape) >= DETECT_SIZE else 1
         if layout is not None:
             rate = round(MIN_SCREEN_SPAN * 4 * layout.marker / layout.width, 3)
             fast = self._sized.get(rate) or self._sized.setdefault(rate, _detector(rate))
-            corners, ids = self._detect_with(fast, gray)
+            f = plain
+            if marker_px is not None:
+                f = 1
+                while marker_px / (2 * f) >= MIN_MARKER_PX and max(gray.shape) / (2 * f) >= 64:
+                    f *= 2
+            corners, ids = _detect_at(fast, gray, f)
             if ids is not None and len(ids) >= len(layout.slots()) and set(CORNER_IDS) <= set(ids.ravel()):
                 return corners, ids
-        return self._detect_with(self.detector, gray)
-
-    @staticmethod
-    def _detect_with(detector: cv2.aruco.ArucoDetector, gray: np.ndarray) -> tuple[list[np.ndarray],
-                                                                                   np.ndarray | None]:
-        if max(gray.shape) < 1200:
-            corners, ids, _ = detector.detectMarkers(gray)
-            return list(corners), ids
-        small = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
-        corners, ids, _ = detector.detectMarkers(small)
-        if ids is None:
-            return [], None
-        pts = (np.concatenate([c.reshape(-1, 2) for c in corners]) * 2 + 0.5).astype(np.float32)
-        cv2.cornerSubPix(gray, pts.reshape(-1, 1, 2), (5, 5), (-1, -1),
-                         (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
-        return [p.reshape(1, 4, 2) for p in pts.reshape(-1, 4, 2)], ids
+        return _detect_at(self.detector, gray, plain)
 
     def check_files(self, files: Sequence[bytes], expected: Expected,
                     register: bool = False) -> tuple[Verdict, bytes | None]:
         """QA of the first of a capture's files that decodes as an image (a RAW+JPEG pair: the JPEG);
-        with `register`, the accepted photo's registered x-ray area as PNG."""
-        photo = next((p for p in (decode_photo(data) for data in files) if p is not None), None)
-        if photo is None:
+        with `register`, the accepted photo's registered x-ray area as PNG.
+
+        The photo is decoded at the scale its header and the last photo predict, checked, and decoded
+        again at another scale only if its own homography says the x-ray area needs a finer one (or a
+        coarser one would do: the verdict is always the coarsest sufficient scale's, whatever came
+        before)."""
+        for data in files:
+            verdict = self._check_file(data, expected, register)
+            if verdict is not None:
+                break
+        else:
             return Verdict(reasons=["no file from the camera decodes as an image"]), None
-        verdict = self.check(photo, expected, register=register)
         png = None
         if verdict.ok and verdict.registered is not None:
-            ok, data = cv2.imencode(".png", cv2.cvtColor(verdict.registered, cv2.COLOR_RGB2BGR))
-            png = data.tobytes() if ok else None
+            ok, encoded = cv2.imencode(".png", cv2.cvtColor(verdict.registered, cv2.COLOR_RGB2BGR))
+            png = encoded.tobytes() if ok else None
         return verdict, png
 
-    def check(self, photo: np.ndarray, expected: Expected, register: bool = False) -> Verdict:
-        verdict = Verdict()
+    def _check_file(self, data: bytes, expected: Expected, register: bool) -> Verdict | None:
+        start = time.perf_counter()
+        size = photo_size(data)
+        predicted = None if size is None else self._predicted_magnification(size, expected)
+        need = needed_magnification(expected, register)
+        scale = 1 if predicted is None else coarsest_scale(predicted, need)
+        timings: dict[str, float] = {}
+        tried: dict[int, Verdict] = {}
+        while True:
+            photo = decode_photo(data, scale)
+            if photo is None and not tried:
+                return None
+            if photo is None:  # (at a second scale only if memory ran out: keep what was found)
+                verdict = tried[min(tried)]
+                break
+            if size is None or scale == 1:
+                size = (photo.shape[1], photo.shape[0])
+            timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
+            verdict = tried[scale] = self._check(photo, scale, size, expected, register, timings, predicted)
+            magnification = _xray_magnification(verdict.homography, expected)
+            if magnification is None:  # no registration: nothing says what scale the x-ray needs
+                break
+            self._span = magnification / max(size)
+            wanted = coarsest_scale(magnification, need)
+            if wanted == scale:
+                break
+            if wanted in tried:  # on the threshold: between the two, the finer one is sufficient
+                verdict = tried[min(scale, wanted)]
+                break
+            scale, predicted, start = wanted, magnification, time.perf_counter()
+        verdict.timings = timings
+        return verdict
+
+    def _predicted_magnification(self, size: tuple[int, int], expected: Expected) -> float:
+        """Full photo px per screen px over the x-ray, before decoding: as in this instance's last photo,
+        or as if the screen filled the photo (the coarsest plausible). Without fiducials only the
+        photo's middle half is measured, and it is given the x-ray's own size."""
         if expected.layout is None:
-            self._quality(photo, None, expected, verdict)
+            return max(size) / 2 / max(expected.xray[2:])
+        if self._span is not None:
+            return self._span * max(size)
+        layout = expected.layout
+        return min(max(size) / max(layout.width, layout.height), min(size) / min(layout.width, layout.height))
+
+    def check(self, photo: np.ndarray, expected: Expected, register: bool = False) -> Verdict:
+        """QA of a decoded photo at its full resolution."""
+        timings: dict[str, float] = {}
+        verdict = self._check(photo, 1, (photo.shape[1], photo.shape[0]), expected, register, timings)
+        verdict.timings = timings
+        return verdict
+
+    def _check(self, photo: np.ndarray, scale: int, size: tuple[int, int], expected: Expected, register: bool,
+               timings: dict[str, float], magnification: float | None = None) -> Verdict:
+        """QA of `photo`, the photo decoded at 1/scale of its `size` (width, height), whose screen is
+        expected at about `magnification` full photo px per screen px. Reported geometry (homography,
+        margin) is in the full photo's pixels."""
+        verdict = Verdict(scale=scale)
+        if expected.layout is None:
+            self._quality(photo, None, expected, verdict, timings)
             return verdict
         layout = expected.layout
+        start = time.perf_counter()
         gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
-        corners, ids = self._detect(gray, layout)
+        corners, ids = self._detect(gray, layout, None if magnification is None else
+                                    layout.marker * magnification / scale)
         found: dict[int, list[np.ndarray]] = {}
         if ids is not None:
             for c, i in zip(corners, ids.ravel()):
-                found.setdefault(int(i), []).append(c.reshape(4, 2))
+                # decoded px -> full photo px
+                found.setdefault(int(i), []).append(c.reshape(4, 2).astype(np.float64) * scale + (scale - 1) / 2)
+        now = time.perf_counter()
+        timings["detection"] = timings.get("detection", 0.0) + now - start
+        start = now
         verdict.markers = sum(len(v) for v in found.values())
         slots = layout.slots()
         src, dst = [], []
@@ -157,7 +292,8 @@ class PhotoQA:
         if len(src) < 4:
             verdict.reasons.append(f"coverage: {len(src)}/4 screen corner markers found; part of the screen is "
                                    "out of frame or hidden")
-            self._quality(photo, None, expected, verdict)
+            timings["registration"] = timings.get("registration", 0.0) + time.perf_counter() - start
+            self._quality(photo, None, expected, verdict, timings)
             return verdict
         H, _ = cv2.findHomography(np.concatenate(src), np.concatenate(dst), 0)
         # Digit markers: assign each to its slot through the corner homography, then refit with all.
@@ -193,23 +329,25 @@ class PhotoQA:
             verdict.reasons.append("frame id: no complete set of id markers found")
         w, h = layout.width, layout.height
         screen = cv2.perspectiveTransform(np.array([[[0, 0], [w, 0], [w, h], [0, h]]], np.float64), H)[0]
-        ph, pw = photo.shape[:2]
+        pw, ph = size
         verdict.margin_px = float(min(screen[:, 0].min(), screen[:, 1].min(),
                                       pw - 1 - screen[:, 0].max(), ph - 1 - screen[:, 1].max()))
         need = self.config.min_margin * min(pw, ph)
         if verdict.margin_px < need:
             verdict.reasons.append(f"coverage: the screen comes within {verdict.margin_px:.0f} px of the photo's "
                                    f"edge (needs {need:.0f})")
-        self._quality(photo, H, expected, verdict, register)
+        timings["registration"] = timings.get("registration", 0.0) + time.perf_counter() - start
+        self._quality(photo, to_decoded(scale) @ H, expected, verdict, timings, register)
         return verdict
 
     def _quality(self, photo: np.ndarray, H: np.ndarray | None, expected: Expected, verdict: Verdict,
-                 register: bool = False) -> None:
+                 timings: dict[str, float], register: bool = False) -> None:
         """Clipping over the x-ray area, and its sharpness against what the display drew.
 
-        Without a homography (fiducials off or corners missing) only clipping over the photo's middle
-        is measured: sharpness needs the photo registered to the source.
+        `H` maps screen px to `photo`'s px. Without it (fiducials off or corners missing) only clipping
+        over the photo's middle is measured: sharpness needs the photo registered to the source.
         """
+        start = time.perf_counter()
         if H is None:
             ph, pw = photo.shape[:2]
             area = photo[ph // 4:3 * ph // 4, pw // 4:3 * pw // 4]
@@ -221,6 +359,9 @@ class PhotoQA:
                                        borderMode=cv2.BORDER_REPLICATE)
             if register:
                 verdict.registered = registered_crop(photo, H, expected)
+            now = time.perf_counter()
+            timings["registration"] = timings.get("registration", 0.0) + now - start
+            start = now
             if expected.reference is not None and verdict.frame_id == expected.frame_id:
                 # (compared with another frame's image the measure means nothing)
                 verdict.sharpness = detail_kept(area, expected.reference)
@@ -233,6 +374,7 @@ class PhotoQA:
         if verdict.clipped > self.config.max_clipped:
             verdict.reasons.append(f"exposure: {verdict.clipped:.1%} of the x-ray clipped "
                                    f"(at most {self.config.max_clipped:.1%})")
+        timings["sharpness"] = timings.get("sharpness", 0.0) + time.perf_counter() - start
 
 
 def detail_kept(area: np.ndarray, reference: np.ndarray) -> float:
@@ -278,6 +420,26 @@ def registered_crop(photo: np.ndarray, H: np.ndarray, expected: Expected) -> np.
                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
 
 
+def _detect_at(detector: cv2.aruco.ArucoDetector, image: np.ndarray, f: int) -> tuple[list[np.ndarray],
+                                                                                   np.ndarray | None]:
+    """Markers searched in `image` reduced f times (a power of 2) and inverted, their corners then
+    refined at each doubling of the size up to `image`'s own, so that each refinement starts within a
+    pixel or so."""
+    levels = [image]
+    while len(levels) < f.bit_length():
+        h, w = levels[-1].shape[:2]
+        levels.append(cv2.resize(levels[-1], (w // 2, h // 2), interpolation=cv2.INTER_AREA))
+    corners, ids, _ = detector.detectMarkers(cv2.bitwise_not(levels[-1]))
+    if ids is None:
+        return [], None
+    pts = np.concatenate([c.reshape(-1, 2) for c in corners]).astype(np.float32)
+    for level in reversed(levels[:-1]):
+        pts = pts * 2 + 0.5  # half-size px i averages px 2i and 2i + 1
+        cv2.cornerSubPix(level, pts.reshape(-1, 1, 2), (5, 5), (-1, -1),
+                         (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+    return [p.reshape(1, 4, 2) for p in pts.reshape(-1, 4, 2)], ids
+
+
 def _marker_corners(x: int, y: int, side: int) -> np.ndarray:
     """A marker's four outer corners in continuous screen coordinates, in ArUco's order (TL, TR, BR, BL)."""
     return np.array([[x, y], [x + side, y], [x + side, y + side], [x, y + side]], np.float32)
@@ -289,3 +451,13 @@ def _scale(H: np.ndarray, point: np.ndarray) -> float:
     q = cv2.perspectiveTransform(p, H)[0]
     a, b = q[1] - q[0], q[2] - q[0]
     return math.sqrt(abs(float(a[0] * b[1] - a[1] * b[0])))
+
+
+def _xray_magnification(H: np.ndarray | None, expected: Expected) -> float | None:
+    """The fewest photo px per screen px H gives any part of the x-ray area, by area: the square root
+    of the smallest area scale over its corners (a homography's area scale det(H) / w**3 is extreme at
+    a convex region's corners, w being linear in the point)."""
+    if H is None:
+        return None
+    x, y, w, h = expected.xray
+    return min(_scale(H, np.array(p, np.float64)) for p in ((x, y), (x + w, y), (x + w, y + h), (x, y + h)))
