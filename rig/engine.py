@@ -241,7 +241,7 @@ class Engine:
             x, y, xw, xh = prepared.xray
             expected = Expected(frame_id if self.layout else None, self.layout, prepared.xray, prepared.source_size,
                                 prepared.canvas[y:y + xh, x:x + xw])
-            preparing += time.monotonic() - started
+            drawing = time.monotonic() - started
             self.on_event(Event("shooting", item))
             cond = item.condition
             try:
@@ -252,7 +252,7 @@ class Engine:
                 break
             readback = ready.readback
             capture = self._capture(item, readback, frame_id)
-            capture.timing.update(ready.timing, prepare=preparing)
+            capture.timing.update(ready.timing, prepare=preparing, fiducials=drawing)
             waited = time.monotonic()
             if not self._wait_for_room():  # QA and the writer are `backlog` captures behind: let them catch up
                 break
