@@ -117,7 +117,11 @@ def attempts(output: Path) -> list[Attempt]:
 
 
 def record(directory: Path, data: Path, photo: tuple[int, int]) -> list[Path]:
-    """Render every photo of a fresh run once (zero latencies); returns them in shot order."""
+    """Render every photo of a fresh run once (zero latencies); returns them in shot order (kept under
+    `directory`: with --keep a later run reuses them)."""
+    kept = sorted((directory / "photos").glob("*.jpg"))
+    if kept:
+        return kept
     rig = rig_file(directory, photo, "zero", 0.0)
     session, store, reader = fresh_session(directory, data, rig)
     devices = open_devices(session.rig, session.rig_path, fast=True)
@@ -229,9 +233,10 @@ def physical_bound(rig: RigConfig, rows: list[Attempt]) -> tuple[list[float], li
     return ends, words
 
 
-def against_bound(label: str, rig_path: Path, photos: list[Path], directory: Path, data: Path) -> float:
+def against_bound(label: str, rig_path: Path, photos: list[Path], directory: Path, data: Path,
+                  backlog: int = BACKLOG) -> float:
     session, store, reader = fresh_session(directory, data, rig_path)
-    result, t0 = run(session, store, reader, replay_devices(rig_path, photos, fast=False))
+    result, t0 = run(session, store, reader, replay_devices(rig_path, photos, fast=False), backlog=backlog)
     rows = attempts(session.output)
     ends, words = physical_bound(session.rig, rows)
     commits = [r.finished_at - t0 for r in rows]
@@ -240,7 +245,7 @@ def against_bound(label: str, rig_path: Path, photos: list[Path], directory: Pat
     steady = (commits[-1] - commits[0]) / (n - 1)
     med = {k: statistics.median(r.timing.get(k, 0.0) for r in rows)
            for k in ("download_wait", "download", "qa_wait", "qa", "commit_wait", "write", "backlog_wait")}
-    print(f"(a) {label}: {n} captures ({result.captured} accepted, {result.rejected} rejected)")
+    print(f"(a) {label}: {n} captures ({result.captured} accepted, {result.rejected} rejected), backlog {backlog}")
     for w in words:
         print(f"    bound: {w}")
     print(f"    bound per capture (steady, capture 1 to {n}) {steady_bound * 1000:.1f} ms = "
@@ -310,6 +315,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=16, help="phantom images (x3 conditions; >= 14 for 42 captures)")
     ap.add_argument("--skip-24mp", action="store_true")
     ap.add_argument("--long", type=int, default=3000, help="captures of the long run (c); 0 skips it")
+    ap.add_argument("--backlog", type=int, default=BACKLOG, help="the engine's backlog for (a)")
+    ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--keep", type=Path, help="work here (and keep it) instead of a temporary folder")
     args = ap.parse_args()
     print(machine())
@@ -324,13 +331,13 @@ def main() -> None:
             t = time.monotonic()
             photos = record(work / f"record-{tag}", data, size)
             print(f"    (rendered {len(photos)} photos at {tag} once in {time.monotonic() - t:.1f} s, not timed)")
-            against_bound(label, rig_file(work / f"real-{tag}", size, "dslr-usb2", 1.0), photos,
-                          work / f"real-{tag}", data)
-            if size == (1600, 1200):
-                overhead(rig_file(work / "zero", size, "zero", 0.0, motion={"move_ms": 0, "settle_ms": 0}), photos,
-                         work / "zero", data)
+            real = work / f"real-{tag}-{time.time_ns()}"  # a fresh run store each time
+            against_bound(label, rig_file(real, size, "dslr-usb2", 1.0), photos, real, data, args.backlog)
+            if size == (1600, 1200) and not args.skip_overhead:
+                zero = work / f"zero-{time.time_ns()}"
+                overhead(rig_file(zero, size, "zero", 0.0, motion={"move_ms": 0, "settle_ms": 0}), photos, zero, data)
         if args.long:
-            long_run(work / "long", args.long)
+            long_run(work / f"long-{time.time_ns()}", args.long)
 
 
 if __name__ == "__main__":

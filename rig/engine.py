@@ -10,7 +10,7 @@ rejected photo is retaken within a few shots. A failed attempt is kept with its 
 retaken up to `retries` times, then marked failed while the run goes on.
 
 Timing is not trusted: every shown frame gets a run-wide increasing id that the display spells in
-ArUco markers, and the I/O thread accepts a photo only when QA decodes that id from it (plus
+ArUco markers, and the writer accepts a photo only when QA decodes that id from it (plus
 coverage, sharpness and exposure). A photo that fails QA is kept as a `rejected` attempt with its
 reasons and the item is retaken.
 
@@ -115,6 +115,9 @@ class _Shared:
     lock: threading.Condition = field(default_factory=threading.Condition)
     fatal: BaseException | None = None
     pause: str | None = None
+    # The writer paused the run (a failure streak): photos still in the stages are not committed, their
+    # items stay pending, as when the pause comes before they are downloaded.
+    halted: bool = False
 
 
 class Engine:
@@ -172,7 +175,7 @@ class Engine:
         finally:
             self._finish_stages(writer)
             prefetch.shutdown(wait=False, cancel_futures=True)
-            qa_pool.shutdown(wait=False, cancel_futures=True)
+            qa_pool.shutdown(wait=False)  # not cancelling: an abandoned writer may still wait on a verdict
             self._result.safe = False  # an operator's pause may have confirmed it before: confirm it again now
             self._safe_state()
             if not writer.is_alive():  # the store has one writer: only once the writer thread is done
@@ -286,9 +289,9 @@ class Engine:
         with self._shared.lock:
             while self._shared.in_flight and not self._stopping():
                 self._shared.lock.wait(0.1)
-        if self._stopping():  # a stop overtook the pause: the I/O thread may still write; run() records the stop
+        if self._stopping():  # a stop overtook the pause: the writer may still write; run() records the stop
             return
-        # nothing is in flight, so the I/O thread is idle and the store has this one writer
+        # nothing is in flight, so every stage is idle and the store has this one writer
         self.store.record_pause("paused by the operator (p)")
         self._safe_state()
         try:
@@ -471,6 +474,8 @@ class Engine:
 
     def _write(self, job: _Job) -> None:
         failure, timing, files = job.failure, job.capture.timing, job.files
+        if failure is None and self._shared.halted:
+            return
         if failure is not None:
             final = self.store.record_failure(job.item.seq, failure, job.max_attempts, job.capture)
             self.on_event(Event("failed" if final else "retake", job.item, failure))
@@ -532,6 +537,7 @@ class Engine:
         self._streak = (n + 1, common, labels | {label}) if common else (1, kinds, {label})
         n, common, labels = self._streak
         if limit and n >= limit and not self._shared.pause:
+            self._shared.halted = True
             self._shared.pause = (f"{n} consecutive items under {', '.join(sorted(labels))} failed the same check "
                                   f"({', '.join(sorted(common))}), the last with: {failure}; fix the cause, then "
                                   "retake them by adding --retry-failed")
