@@ -13,7 +13,7 @@
 (c) Captures/s over the first and last thousand of a 3,000-capture run (zero profile, the simulated
     camera at a small photo size).
 
-    .venv/bin/python bench/bench_pipeline.py [--images 16] [--skip-24mp] [--long 3000]
+    .venv/bin/python bench/bench_pipeline.py [--images 16] [--sizes 2,24] [--long 3000] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ def long_run(directory: Path, captures: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=16, help="phantom images (x3 conditions; >= 14 for 42 captures)")
-    ap.add_argument("--skip-24mp", action="store_true")
+    ap.add_argument("--sizes", default="2,24", help="photo sizes for (a), in MP: 2 (1600x1200), 24 (6000x4000)")
     ap.add_argument("--long", type=int, default=3000, help="captures of the long run (c); 0 skips it")
     ap.add_argument("--backlog", type=int, default=BACKLOG, help="the engine's backlog for (a)")
     ap.add_argument("--skip-overhead", action="store_true")
@@ -325,8 +325,8 @@ def main() -> None:
         data = work / "data"
         if not (data / "train.csv").exists():
             make_demo_data(data, count=args.images, seed=1)
-        sizes = [("2 MP (1600x1200)", (1600, 1200))] + ([] if args.skip_24mp else [("24 MP (6000x4000)", (6000, 4000))])
-        for label, size in sizes:
+        known = {"2": ("2 MP (1600x1200)", (1600, 1200)), "24": ("24 MP (6000x4000)", (6000, 4000))}
+        for label, size in (known[mp] for mp in args.sizes.split(",")):
             tag = f"{size[0]}x{size[1]}"
             t = time.monotonic()
             photos = record(work / f"record-{tag}", data, size)

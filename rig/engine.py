@@ -418,7 +418,6 @@ class Engine:
                 self.stop.set()
                 self._done_with(job)
                 continue
-            job.handed = time.monotonic()
             self._commits.put(job)  # never blocks: at most `backlog` jobs and the end marker
         self._commits.put(None)
 
@@ -428,7 +427,8 @@ class Engine:
         job.capture.timing["download_wait"] = t - job.handed
         try:
             job.files = self.devices.camera.download(job.shot)
-            job.capture.timing["download"] = time.monotonic() - t
+            job.handed = time.monotonic()
+            job.capture.timing["download"] = job.handed - t
         except CameraUnavailable as e:
             self._shared.pause = str(e)
             job.failure = f"download: {e}"
