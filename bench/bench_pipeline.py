@@ -330,7 +330,8 @@ def main() -> None:
             tag = f"{size[0]}x{size[1]}"
             t = time.monotonic()
             photos = record(work / f"record-{tag}", data, size)
-            print(f"    (rendered {len(photos)} photos at {tag} once in {time.monotonic() - t:.1f} s, not timed)")
+            print(f"    ({len(photos)} photos at {tag} rendered once by the simulated studio "
+                  f"({time.monotonic() - t:.1f} s; 0: kept from an earlier run), then replayed)")
             real = work / f"real-{tag}-{time.time_ns()}"  # a fresh run store each time
             against_bound(label, rig_file(real, size, "dslr-usb2", 1.0), photos, real, data, args.backlog)
             if size == (1600, 1200) and not args.skip_overhead:
