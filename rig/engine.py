@@ -1,12 +1,16 @@
-"""The session loop: move, light, show, trigger on the main thread; download and commit on the I/O thread.
+"""The session loop: move, light, show, trigger on the main thread; download, QA and commit as stages after it.
 
-The main thread starts the next move/display as soon as an exposure is done; download, QA, write and
-commit overlap with it through a bounded queue, so memory stays flat. Only the I/O thread writes
-the store. A failed attempt is kept with its reason and the item is retaken up to `retries` times,
-then marked failed while the run goes on.
+The main thread starts the next move/display as soon as an exposure is done. Each photo then passes
+three stages, each overlapping the others (docs/decisions/0013-staged-capture-pipeline.md): the
+download thread fetches photos one at a time in trigger order (the camera has one USB link), a small
+pool of QA threads judges them (OpenCV releases the GIL; each thread has its own PhotoQA), and the
+writer thread, the store's only writer, commits each attempt exactly once in download order. The main
+thread never triggers while `backlog` captures are still uncommitted, so memory stays flat and a
+rejected photo is retaken within a few shots. A failed attempt is kept with its reason and the item is
+retaken up to `retries` times, then marked failed while the run goes on.
 
 Timing is not trusted: every shown frame gets a run-wide increasing id that the display spells in
-ArUco markers, and the I/O thread accepts a photo only when QA decodes that id from it (plus
+ArUco markers, and the writer accepts a photo only when QA decodes that id from it (plus
 coverage, sharpness and exposure). A photo that fails QA is kept as a `rejected` attempt with its
 reasons and the item is retaken.
 
@@ -25,13 +29,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from rig.capture import Positioner, differs
-from rig.devices import MotionState, Shot
+from rig.devices import CameraFile, MotionState, Shot
 from rig.devices.kinds import Devices
 from rig.errors import CameraError, CameraUnavailable, DeviceError, RigError
 from rig.fiducials import draw_fiducials, fiducial_layout
@@ -40,8 +45,15 @@ from rig.plan import PlannedCondition
 from rig.qa import Expected, PhotoQA, Verdict
 from rig.session import Session
 from rig.store import REASON_KIND, Capture, Item, RunStore
+from rig.tone import Window
 
 log = logging.getLogger(__name__)
+
+# Captures triggered but not yet committed. Enough that the camera always has the next photo waiting
+# for its link while earlier ones are judged and written; few enough that memory stays flat and a
+# rejected photo is retaken a few shots later, usually still at its pose.
+BACKLOG = 4
+QA_THREADS = 2  # OpenCV releases the GIL: two photos are judged at once on two cores
 
 
 @dataclass
@@ -81,23 +93,38 @@ class _Job:
     max_attempts: int | None = 1  # None: the attempt was lost to the camera, not the item's fault
     expected: Expected | None = None
     invalid: str | None = None  # set: the rig's state did not hold during the exposure; keep as rejected
+    files: Sequence[CameraFile] = ()  # downloaded
+    judged: Future[_Judged] | None = None  # QA's verdict, when it is due
+    handed: float = 0.0  # time.monotonic() when the last stage handed the job on (for the stage waits)
+
+
+@dataclass
+class _Judged:
+    verdict: Verdict
+    registered: bytes | None  # PNG of the registered x-ray area, when asked for and accepted
+    started: float  # time.monotonic()
+    finished: float
 
 
 @dataclass
 class _Shared:
-    """What the two threads tell each other."""
+    """What the main thread and the stages tell each other."""
 
     retry: collections.deque[int] = field(default_factory=collections.deque)
     in_flight: int = 0
     lock: threading.Condition = field(default_factory=threading.Condition)
     fatal: BaseException | None = None
     pause: str | None = None
+    # The writer paused the run (a failure streak): photos still in the stages are not committed, their
+    # items stay pending, as when the pause comes before they are downloaded.
+    halted: bool = False
 
 
 class Engine:
     def __init__(self, session: Session, store: RunStore, reader: RunStore, devices: Devices,
                  on_progress: Callable[[str], None] = lambda outcome: None,
-                 on_event: Callable[[Event], None] = lambda event: None) -> None:
+                 on_event: Callable[[Event], None] = lambda event: None, backlog: int = BACKLOG,
+                 qa_threads: int = QA_THREADS) -> None:
         self.session, self.store, self.reader, self.devices = session, store, reader, devices
         self.rig = session.rig
         self.on_progress = on_progress
@@ -108,14 +135,17 @@ class Engine:
         self.abandon = threading.Event()
         self.max_attempts = session.config.retries + 1
         self._shared = _Shared()
-        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=2)
+        self.backlog, self.qa_threads = backlog, qa_threads
+        # Each holds at most `backlog` jobs (the main thread waits for room first) and the end marker.
+        self._downloads: queue.Queue[_Job | None] = queue.Queue(maxsize=backlog + 1)
+        self._commits: queue.Queue[_Job | None] = queue.Queue(maxsize=backlog + 1)
         self._result = RunResult()
         self.positioner = Positioner(devices.motion, self.rig.motion)
         self._retransmissions_saved = getattr(devices.motion, "retransmissions", 0)
         self._reasons_saved: dict[str, int] = dict(getattr(devices.motion, "retransmission_reasons", {}))
         display = devices.display
         self.layout = fiducial_layout(display.width, display.height) if session.config.fiducials else None
-        self.qa = PhotoQA(session.config.qa)  # used on the I/O thread only
+        self._qa = threading.local()  # each QA thread's own PhotoQA (OpenCV detectors are not shared)
         self._next_frame = store.next_frame_id()
         self._streak: tuple[int, set[str], set[str]] = (0, set(), set())  # items, checks all failed, conditions
 
@@ -133,18 +163,22 @@ class Engine:
 
     def run(self) -> RunResult:
         t0 = time.monotonic()
-        self.store.end_pauses()  # before the I/O thread starts: the store has one writer at a time
+        self.store.end_pauses()  # before the stages start: the store has one writer at a time
+        qa_pool = ThreadPoolExecutor(max_workers=self.qa_threads, thread_name_prefix="rig-qa")
+        downloader = threading.Thread(target=self._downloader, args=(qa_pool,), name="rig-download", daemon=True)
         writer = threading.Thread(target=self._writer, name="rig-io", daemon=True)
+        downloader.start()
         writer.start()
         prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rig-prefetch")
         try:
             self._loop(prefetch)
         finally:
-            self._finish_writer(writer)
+            self._finish_stages(writer)
             prefetch.shutdown(wait=False, cancel_futures=True)
+            qa_pool.shutdown(wait=False)  # not cancelling: an abandoned writer may still wait on a verdict
             self._result.safe = False  # an operator's pause may have confirmed it before: confirm it again now
             self._safe_state()
-            if not writer.is_alive():  # the store has one writer: only once the I/O thread is done
+            if not writer.is_alive():  # the store has one writer: only once the writer thread is done
                 self._save_retransmissions()
             self._result.elapsed_s = time.monotonic() - t0
         if self._result.failures:
@@ -159,20 +193,14 @@ class Engine:
             self.store.record_pause(self._result.stop_reason or "stopped by the operator")
         return self._result
 
-    def _finish_writer(self, writer: threading.Thread) -> None:
-        """Let the I/O thread commit what is queued; a second Ctrl-C (abandon) cuts that short.
+    def _finish_stages(self, writer: threading.Thread) -> None:
+        """Let the stages download, judge and commit what is queued; a second Ctrl-C (abandon) cuts that short.
 
-        An abandoned download still in progress gets a few seconds; its item stays pending.
+        An abandoned download or commit still in progress gets a few seconds; its item stays pending.
         """
-        while True:
-            try:
-                self._jobs.put(None, timeout=0.2)
-                break
-            except queue.Full:
-                if self.abandon.is_set():
-                    break
+        self._downloads.put(None)  # never blocks: the queue has room for the end marker
         deadline = None
-        while writer.is_alive():
+        while writer.is_alive():  # the end marker passes the download stage before it reaches the writer
             if self.abandon.is_set():
                 deadline = deadline or time.monotonic() + 5
                 if time.monotonic() > deadline:
@@ -186,7 +214,7 @@ class Engine:
         band = self.layout.band if self.layout else 0
         cap = self.session.config.max_image_pixels
         window = self.session.config.window.pair() if self.session.config.window else None
-        ahead: dict[int, Future[Prepared]] = {}
+        ahead: dict[int, Future[tuple[Prepared, float]]] = {}
         for item, upcoming in self._items():
             if self._stopping():
                 break
@@ -196,10 +224,10 @@ class Engine:
                 break
             for nxt in upcoming:
                 if nxt.seq not in ahead:
-                    ahead[nxt.seq] = prefetch.submit(prepare, nxt.file, w, h, root, band, cap, window)
-            fut = ahead.pop(item.seq, None) or prefetch.submit(prepare, item.file, w, h, root, band, cap, window)
+                    ahead[nxt.seq] = prefetch.submit(_prepare, nxt.file, w, h, root, band, cap, window)
+            fut = ahead.pop(item.seq, None) or prefetch.submit(_prepare, item.file, w, h, root, band, cap, window)
             try:
-                prepared = fut.result()
+                prepared, preparing = fut.result()
             except ValueError as e:
                 if root is not None and not root.is_dir():  # an unmounted drive, not a bad image: pause
                     self._result.stop_reason = (f"the image folder {root} is gone (unmounted drive?); "
@@ -207,6 +235,7 @@ class Engine:
                     break
                 self._enqueue(_Job(item, self._capture(item, None), failure=str(e), max_attempts=1))
                 continue
+            started = time.monotonic()
             frame_id = self._next_frame
             self._next_frame += 1
             frame = prepared.canvas
@@ -215,6 +244,7 @@ class Engine:
             x, y, xw, xh = prepared.xray
             expected = Expected(frame_id if self.layout else None, self.layout, prepared.xray, prepared.source_size,
                                 prepared.canvas[y:y + xh, x:x + xw])
+            drawing = time.monotonic() - started
             self.on_event(Event("shooting", item))
             cond = item.condition
             try:
@@ -225,8 +255,12 @@ class Engine:
                 break
             readback = ready.readback
             capture = self._capture(item, readback, frame_id)
-            capture.timing.update(ready.timing)
+            capture.timing.update(ready.timing, prepare=preparing, fiducials=drawing)
+            waited = time.monotonic()
+            if not self._wait_for_room():  # QA and the writer are `backlog` captures behind: let them catch up
+                break
             triggered = time.monotonic()
+            capture.timing["backlog_wait"] = triggered - waited
             try:
                 shot = self.devices.camera.trigger()
                 capture.timing["trigger"] = time.monotonic() - triggered
@@ -238,7 +272,9 @@ class Engine:
                 self._enqueue(_Job(item, capture, failure=f"camera: {e}", max_attempts=self.max_attempts))
                 continue
             try:
+                t = time.monotonic()
                 invalid = self._held(item.condition, readback)
+                capture.timing["readback"] = time.monotonic() - t
             except DeviceError as e:
                 self._result.stop_reason = f"controller: {e}"
                 invalid = f"the controller stopped answering after the exposure ({e})"
@@ -253,9 +289,9 @@ class Engine:
         with self._shared.lock:
             while self._shared.in_flight and not self._stopping():
                 self._shared.lock.wait(0.1)
-        if self._stopping():  # a stop overtook the pause: the I/O thread may still write; run() records the stop
+        if self._stopping():  # a stop overtook the pause: the writer may still write; run() records the stop
             return
-        # nothing is in flight, so the I/O thread is idle and the store has this one writer
+        # nothing is in flight, so every stage is idle and the store has this one writer
         self.store.record_pause("paused by the operator (p)")
         self._safe_state()
         try:
@@ -311,17 +347,23 @@ class Engine:
                                                                 "lights": list(readback.lights)}
         return Capture(item.seq, time.time(), item.condition.targets, state, item.condition.lights, frame_id)
 
+    def _wait_for_room(self) -> bool:
+        """Wait until fewer than `backlog` captures are uncommitted; False if the run ends meanwhile."""
+        with self._shared.lock:
+            while self._shared.in_flight >= self.backlog:
+                if self._shared.fatal or self.abandon.is_set():
+                    return False
+                self._shared.lock.wait(0.1)
+        return True
+
     def _enqueue(self, job: _Job) -> None:
+        """Hand a capture (or a failed attempt to record) to the download stage, once there is room."""
+        if not self._wait_for_room():
+            return
         with self._shared.lock:
             self._shared.in_flight += 1
-        while True:
-            try:
-                self._jobs.put(job, timeout=0.2)
-                return
-            except queue.Full:
-                if self._shared.fatal or self.abandon.is_set():
-                    self._done_with(job)  # never queued: nothing is in flight for it
-                    return
+        job.handed = time.monotonic()
+        self._downloads.put(job)  # never blocks: it holds at most `backlog` jobs and the end marker
 
     def _safe_state(self) -> None:
         """Lights off, servos parked, screen black: the rig is safe to walk up to.
@@ -355,10 +397,63 @@ class Engine:
                 why: k - self._reasons_saved.get(why, 0) for why, k in reasons.items()})
             self._retransmissions_saved, self._reasons_saved = n, reasons
 
-    # ------------------------------------------------------------ I/O thread
+    # ------------------------------------------------------------ download stage and QA threads
+
+    def _downloader(self, qa_pool: ThreadPoolExecutor) -> None:
+        """Fetch each photo in trigger order, one at a time (the camera's one link), and hand it to QA;
+        the job goes on to the writer at once, which waits for the verdict in download order."""
+        while (job := self._downloads.get()) is not None:
+            if self.abandon.is_set() or self._shared.fatal:
+                self._done_with(job)
+                continue
+            if job.failure is None and self._shared.pause:
+                self._done_with(job)  # the camera is gone: leave the item pending, it is retaken on resume
+                continue
+            try:
+                if job.failure is None:
+                    self._download(job, qa_pool)
+            except BaseException as e:  # a bug or a broken pool: stop the run, keep the reason
+                log.debug("download stage failed", exc_info=True)
+                self._shared.fatal = e
+                self.stop.set()
+                self._done_with(job)
+                continue
+            self._commits.put(job)  # never blocks: at most `backlog` jobs and the end marker
+        self._commits.put(None)
+
+    def _download(self, job: _Job, qa_pool: ThreadPoolExecutor) -> None:
+        assert job.shot is not None
+        t = time.monotonic()
+        job.capture.timing["download_wait"] = t - job.handed
+        try:
+            job.files = self.devices.camera.download(job.shot)
+            job.handed = time.monotonic()
+            job.capture.timing["download"] = job.handed - t
+        except CameraUnavailable as e:
+            self._shared.pause = str(e)
+            job.failure = f"download: {e}"
+            job.max_attempts = None
+        except (CameraError, DeviceError) as e:
+            job.failure = f"download: {e}"
+        else:
+            if job.invalid is None:  # an invalid photo is kept as rejected without judging it
+                assert job.expected is not None
+                register = self.session.config.qa.save_registered and job.expected.layout is not None
+                job.judged = qa_pool.submit(self._judge, [f.data for f in job.files], job.expected, register)
+
+    def _judge(self, files: list[bytes], expected: Expected, register: bool) -> _Judged:
+        """QA of one capture, on a QA thread with that thread's own PhotoQA."""
+        qa: PhotoQA | None = getattr(self._qa, "checker", None)
+        if qa is None:
+            qa = self._qa.checker = PhotoQA(self.session.config.qa)
+        started = time.monotonic()
+        verdict, registered = qa.check_files(files, expected, register)
+        return _Judged(verdict, registered, started, time.monotonic())
+
+    # ------------------------------------------------------------ writer thread (the store's only writer)
 
     def _writer(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while (job := self._commits.get()) is not None:
             if self.abandon.is_set() or self._shared.fatal:
                 self._done_with(job)
                 continue
@@ -366,7 +461,7 @@ class Engine:
                 self._write(job)
                 self._save_retransmissions()
             except BaseException as e:  # disk full, database gone: stop the run, keep the reason
-                log.debug("I/O thread failed", exc_info=True)
+                log.debug("writer thread failed", exc_info=True)
                 self._shared.fatal = e
                 self.stop.set()
             finally:
@@ -378,52 +473,41 @@ class Engine:
             self._shared.lock.notify_all()
 
     def _write(self, job: _Job) -> None:
-        failure = job.failure
-        if failure is None and self._shared.pause:
-            return  # the camera is gone: leave the item pending, it is retaken when the run resumes
-        if failure is None:
-            assert job.shot is not None
-            t = time.monotonic()
-            try:
-                files = self.devices.camera.download(job.shot)
-                job.capture.timing["download"] = time.monotonic() - t
-            except CameraUnavailable as e:
-                self._shared.pause = str(e)
-                failure = f"download: {e}"
-                job.max_attempts = None
-            except (CameraError, DeviceError) as e:
-                failure = f"download: {e}"
-            else:
-                if job.invalid is not None:  # never accepted, kept for the record, retaken
-                    failure = f"controller: {job.invalid}"
-                    final = self.store.commit_rejected(job.item, job.capture, files, failure, job.max_attempts or 1)
-                    self._result.rejected += 1
-                    self.on_event(Event("failed" if final else "rejected", job.item, failure))
-                    self._after_failure(job, failure, final)
-                    return
-                t = time.monotonic()
-                assert job.expected is not None
-                register = self.session.config.qa.save_registered and job.expected.layout is not None
-                verdict, registered = self.qa.check_files([f.data for f in files], job.expected, register)
-                job.capture.timing["qa"] = time.monotonic() - t
-                # the x-ray's rectangle on screen: with the homography it locates the x-ray in the photo (export)
-                record = {**verdict.record(), "xray": list(job.expected.xray)} if job.expected else verdict.record()
-                if verdict.ok:
-                    self.store.commit_photo(job.item, job.capture, files, record, registered)
-                    self._result.captured += 1
-                    self._streak = (0, set(), set())
-                    self.on_event(Event("accepted", job.item, _summary(verdict)))
-                    self.on_progress("done")
-                    return
-                failure = "qa: " + "; ".join(verdict.reasons)
-                attempts = self.max_attempts if job.max_attempts is None else job.max_attempts
-                final = self.store.commit_rejected(job.item, job.capture, files, failure, attempts, record)
-                self._result.rejected += 1
-                self.on_event(Event("failed" if final else "rejected", job.item, failure))
-                self._after_failure(job, failure, final)
-                return
-        final = self.store.record_failure(job.item.seq, failure, job.max_attempts, job.capture)
-        self.on_event(Event("failed" if final else "retake", job.item, failure))
+        failure, timing, files = job.failure, job.capture.timing, job.files
+        if failure is None and self._shared.halted:
+            return
+        if failure is not None:
+            final = self.store.record_failure(job.item.seq, failure, job.max_attempts, job.capture)
+            self.on_event(Event("failed" if final else "retake", job.item, failure))
+            self._after_failure(job, failure, final)
+            return
+        if job.invalid is not None:  # never accepted, kept for the record, retaken
+            timing["commit_wait"] = time.monotonic() - job.handed
+            failure = f"controller: {job.invalid}"
+            final = self.store.commit_rejected(job.item, job.capture, files, failure, job.max_attempts or 1)
+            self._result.rejected += 1
+            self.on_event(Event("failed" if final else "rejected", job.item, failure))
+            self._after_failure(job, failure, final)
+            return
+        assert job.judged is not None and job.expected is not None
+        judged = job.judged.result()
+        timing.update(qa_wait=judged.started - job.handed, qa=judged.finished - judged.started,
+                      commit_wait=time.monotonic() - judged.finished)
+        verdict = judged.verdict
+        # the x-ray's rectangle on screen: with the homography it locates the x-ray in the photo (export)
+        record = {**verdict.record(), "xray": list(job.expected.xray)}
+        if verdict.ok:
+            self.store.commit_photo(job.item, job.capture, files, record, judged.registered)
+            self._result.captured += 1
+            self._streak = (0, set(), set())
+            self.on_event(Event("accepted", job.item, _summary(verdict)))
+            self.on_progress("done")
+            return
+        failure = "qa: " + "; ".join(verdict.reasons)
+        attempts = self.max_attempts if job.max_attempts is None else job.max_attempts
+        final = self.store.commit_rejected(job.item, job.capture, files, failure, attempts, record)
+        self._result.rejected += 1
+        self.on_event(Event("failed" if final else "rejected", job.item, failure))
         self._after_failure(job, failure, final)
 
     def _after_failure(self, job: _Job, failure: str, final: bool) -> None:
@@ -453,9 +537,18 @@ class Engine:
         self._streak = (n + 1, common, labels | {label}) if common else (1, kinds, {label})
         n, common, labels = self._streak
         if limit and n >= limit and not self._shared.pause:
+            self._shared.halted = True
             self._shared.pause = (f"{n} consecutive items under {', '.join(sorted(labels))} failed the same check "
                                   f"({', '.join(sorted(common))}), the last with: {failure}; fix the cause, then "
                                   "retake them by adding --retry-failed")
+
+
+def _prepare(path: Path, width: int, height: int, root: Path | None, band: int, max_pixels: int,
+             window: Window | None) -> tuple[Prepared, float]:
+    """rig.images.prepare on the prefetch thread, with the seconds it took (part of the capture's "prepare")."""
+    t = time.monotonic()
+    prepared = prepare(path, width, height, root, band, max_pixels, window)
+    return prepared, time.monotonic() - t
 
 
 def _summary(verdict: Verdict) -> str:
