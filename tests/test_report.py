@@ -60,7 +60,7 @@ def test_every_photographed_attempt_records_how_long_each_stage_took(shot: Path)
     assert {r["status"] for r in rows} == {"accepted", "rejected"}
     for r in rows:
         timing = json.loads(str(r["timing"]))
-        assert set(timing) == STAGES, r
+        assert set(timing) >= STAGES, r
         assert all(0 <= v < 60 for v in timing.values()), r
     assert any(json.loads(str(r["timing"]))["write"] > 0 for r in rows)
 
