@@ -42,6 +42,8 @@ class Decoder:
     magics: tuple[tuple[int, bytes], ...]  # (offset, bytes) any of which marks the format
     size: Callable[[Path], tuple[int, int]]  # width, height from the header alone; (-1, -1) if none
     decode: Callable[[Path, Mode, Window | None], np.ndarray | None]  # None or an exception: cannot be decoded
+    # Decoding at 1/2, 1/4 or 1/8 of the size for a fraction of the cost (JPEG's DCT scaling), if the format can.
+    reduced: Callable[[Path, Mode, int], np.ndarray | None] | None = None
 
     def recognises(self, head: bytes) -> bool:
         return any(head[offset:offset + len(magic)] == magic for offset, magic in self.magics)
@@ -88,6 +90,21 @@ def _opencv_decode(path: Path, mode: Mode, window: Window | None) -> np.ndarray 
     return image
 
 
+_REDUCED_FLAGS: dict[tuple[Mode, int], int] = {
+    ("color", 2): cv2.IMREAD_REDUCED_COLOR_2, ("color", 4): cv2.IMREAD_REDUCED_COLOR_4,
+    ("color", 8): cv2.IMREAD_REDUCED_COLOR_8, ("gray", 2): cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    ("gray", 4): cv2.IMREAD_REDUCED_GRAYSCALE_4, ("gray", 8): cv2.IMREAD_REDUCED_GRAYSCALE_8}
+
+
+def _opencv_reduced(path: Path, mode: Mode, factor: int) -> np.ndarray | None:
+    """A JPEG at 1/factor of its size through libjpeg's DCT scaling; None for other formats (decoded whole)."""
+    data = np.fromfile(path, np.uint8)
+    if bytes(data[:3]) != b"\xff\xd8\xff":
+        return None
+    image: np.ndarray | None = cv2.imdecode(data, _REDUCED_FLAGS[mode, factor])
+    return image
+
+
 def _as_mode(grey: np.ndarray, mode: Mode) -> np.ndarray:
     converted: np.ndarray = grey if mode == "gray" else cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
     return converted
@@ -96,7 +113,7 @@ def _as_mode(grey: np.ndarray, mode: Mode) -> np.ndarray:
 OPENCV = Decoder(
     name="OpenCV", suffixes=(".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"),
     magics=((0, b"\xff\xd8\xff"), (0, b"\x89PNG\r\n\x1a\n"), (0, b"BM"), (0, b"II*\x00"), (0, b"MM\x00*")),
-    size=_opencv_size, decode=_opencv_decode)
+    size=_opencv_size, decode=_opencv_decode, reduced=_opencv_reduced)
 
 
 
@@ -119,10 +136,30 @@ DECODERS = DecoderRegistry([OPENCV, DICOM])
 
 
 def decode_image(path: Path | str, mode: Mode = "color", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 registry: DecoderRegistry = DECODERS, window: Window | None = None) -> np.ndarray:
+                 registry: DecoderRegistry = DECODERS, window: Window | None = None,
+                 fit: tuple[int, int] | None = None) -> np.ndarray:
     """The decoded 8-bit image; ValueError with the reason if it cannot be had. `window` (center, width in
-    the image's own values) is how a 12- to 16-bit image is shown; 8-bit images ignore it."""
-    path = Path(path)
+    the image's own values) is how a 12- to 16-bit image is shown; 8-bit images ignore it. With `fit`
+    (width, height it will be shown at), a format that can decodes at the smallest reduction that still
+    covers that size."""
+    shown = None if fit is None else (lambda w, h: fit)
+    return _decode(Path(path), mode, max_pixels, registry, window, shown)[0]
+
+
+Shown = Callable[[int, int], tuple[int, int]]  # an image's full width, height -> the size it is shown at
+
+
+def _reduction(w: int, h: int, shown: Shown | None) -> int:
+    """The largest of 8, 4, 2 by which a w x h image can shrink and still cover the size it is shown at."""
+    if shown is None:
+        return 1
+    fw, fh = shown(w, h)
+    return next((f for f in (8, 4, 2) if w // f >= fw and h // f >= fh), 1)
+
+
+def _decode(path: Path, mode: Mode, max_pixels: int, registry: DecoderRegistry, window: Window | None,
+            shown: Shown | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """decode_image's work; also returns the image's full width and height from its header."""
     try:
         with path.open("rb") as f:
             head = f.read(HEAD_BYTES)
@@ -146,8 +183,11 @@ def decode_image(path: Path | str, mode: Mode = "color", max_pixels: int = DEFAU
         raise ValueError(f"image cannot be decoded: {path} is {w}x{h} ({w * h:,} pixels), over max_image_pixels "
                          f"{max_pixels:,} (a decompression bomb?); "
                          "raise 'max_image_pixels' in the session if it is real")
+    factor = _reduction(w, h, shown)
     try:
-        image = decoder.decode(path, mode, window)
+        image = decoder.reduced(path, mode, factor) if decoder.reduced and factor > 1 else None
+        if image is None:
+            image = decoder.decode(path, mode, window)
     except ImageError:
         raise
     except Exception as e:  # cv2.error, MemoryError, ...: whatever the decoder raises fails this image only
@@ -155,7 +195,7 @@ def decode_image(path: Path | str, mode: Mode = "color", max_pixels: int = DEFAU
         raise ValueError(f"image cannot be decoded: {path} ({detail})") from None
     if image is None:
         raise ValueError(f"image cannot be decoded: {path} (the decoder returned nothing)")
-    return image
+    return image, (w, h)
 
 
 @dataclass(frozen=True)
@@ -175,13 +215,14 @@ def letterbox_rect(w: int, h: int, width: int, height: int, band: int = 0) -> tu
     return band + (inner - nw) // 2, (height - nh) // 2, nw, nh
 
 
-def _letterbox(image: np.ndarray, width: int, height: int, band: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Scale to fit between the fiducial bands keeping the aspect ratio, centred on black (RGB)."""
+def _letterbox(image: np.ndarray, size: tuple[int, int], width: int, height: int,
+               band: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Scale to fit between the fiducial bands keeping the aspect ratio, centred on black (RGB). `size`
+    is the source's full width and height (the image may have been decoded at a reduced size)."""
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    h, w = image.shape[:2]
-    x0, y0, nw, nh = letterbox_rect(w, h, width, height, band)
-    interp = cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR
+    x0, y0, nw, nh = letterbox_rect(*size, width, height, band)
+    interp = cv2.INTER_AREA if nw < image.shape[1] else cv2.INTER_LINEAR
     canvas = np.zeros((height, width, 3), np.uint8)
     canvas[y0:y0 + nh, x0:x0 + nw] = cv2.resize(image, (nw, nh), interpolation=interp)
     return canvas, (x0, y0, nw, nh)
@@ -196,9 +237,12 @@ def prepare(path: Path | str, width: int, height: int, root: Path | None = None,
         raise ValueError(f"image not found: {path}")
     if root is not None and not inside_root(path, root):
         raise ValueError(f"image path leaves the image root through a link: {path}")
-    image = decode_image(path, "color", max_pixels, window=window)
+    def shown(w: int, h: int) -> tuple[int, int]:
+        return letterbox_rect(w, h, width, height, band)[2:]
+
+    image, size = _decode(path, "color", max_pixels, DECODERS, window, shown)
     try:
-        canvas, rect = _letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), width, height, band)
+        canvas, rect = _letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), size, width, height, band)
     except Exception as e:  # cv2.error, MemoryError: this image fails, never the run
         raise ValueError(f"image cannot be shown: {path} ({type(e).__name__}: {e})") from None
-    return Prepared(canvas, rect, (image.shape[1], image.shape[0]))
+    return Prepared(canvas, rect, size)

@@ -72,3 +72,20 @@ def test_the_pixel_cap_is_checked_from_the_header_before_decoding(tmp_path: Path
     path.write_bytes(png_claiming(60000, 60000))
     with pytest.raises(ValueError, match="60000x60000"):
         decode_image(path)
+
+
+def test_a_jpeg_far_larger_than_its_screen_area_is_decoded_at_a_dct_reduced_size(tmp_path: Path) -> None:
+    """A full-size CheXpert film (2320x2828) shown about 850 px tall needs no full decode: libjpeg's DCT
+    scaling reads it at 1/2 for a fraction of the cost, and the frame looks the same."""
+    yy, xx = np.mgrid[0:2828, 0:2320]
+    film = ((np.sin(xx / 37.0) + np.cos(yy / 53.0)) * 60 + 128).astype(np.uint8)
+    path = tmp_path / "view1_frontal.jpg"
+    assert cv2.imwrite(str(path), film, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert decode_image(path, "gray", fit=(1000, 1200)).shape == (1414, 1160)  # 1/2: still no upscaling
+    assert decode_image(path, "gray", fit=(1200, 1500)).shape == (2828, 2320)  # 1/2 would be too small
+    fast = prepare(path, 1280, 1024, band=120)
+    full = cv2.cvtColor(film, cv2.COLOR_GRAY2RGB)
+    x, y, w, h = fast.xray
+    assert fast.source_size == (2320, 2828)
+    expected = cv2.resize(full, (w, h), interpolation=cv2.INTER_AREA)
+    assert np.abs(fast.canvas[y:y + h, x:x + w].astype(int) - expected).mean() < 1.0
