@@ -370,15 +370,20 @@ class PhotoQA:
             verdict.reasons.append(f"coverage: the screen comes within {verdict.margin_px:.0f} px of the photo's "
                                    f"edge (needs {need:.0f})")
         timings["registration"] = timings.get("registration", 0.0) + time.perf_counter() - start
-        self._quality(photo, to_decoded(scale) @ H, expected, verdict, timings, register)
+        self._quality(photo, to_decoded(scale) @ H, expected, verdict, timings, register, gray)
         return verdict
 
     def _quality(self, photo: np.ndarray, H: np.ndarray | None, expected: Expected, verdict: Verdict,
-                 timings: dict[str, float], register: bool = False) -> None:
+                 timings: dict[str, float], register: bool = False, gray: np.ndarray | None = None) -> None:
         """Clipping over the x-ray area, and its sharpness against what the display drew.
 
-        `H` maps screen px to `photo`'s px. Without it (fiducials off or corners missing) only clipping
-        over the photo's middle is measured: sharpness needs the photo registered to the source.
+        `H` maps screen px to `photo`'s px (`gray`: the photo in grey levels). Without it (fiducials off
+        or corners missing) only clipping over the photo's middle is measured: sharpness needs the photo
+        registered to the source.
+
+        The x-ray area is resampled at screen-pixel spacing: in grey levels for sharpness (all it
+        measures), and in colour (clipping is per channel) at every other of those points each way, a
+        quarter of the pixels, whose clipped share is the whole area's within sampling noise.
         """
         start = time.perf_counter()
         if H is None:
@@ -386,18 +391,24 @@ class PhotoQA:
             area = photo[ph // 4:3 * ph // 4, pw // 4:3 * pw // 4]
         else:
             x, y, w, h = expected.xray
-            # The x-ray area resampled at screen-pixel spacing, aligned with what the display drew.
+            # Area px (i, j) shows screen px (x + i, y + j): aligned with what the display drew.
             to_photo = H @ np.array([[1, 0, x + 0.5], [0, 1, y + 0.5], [0, 0, 1]], np.float64)
-            area = cv2.warpPerspective(photo, to_photo, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                       borderMode=cv2.BORDER_REPLICATE)
+            flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_REPLICATE
+            area = cv2.warpPerspective(photo, to_photo @ np.diag([2.0, 2.0, 1.0]), ((w + 1) // 2, (h + 1) // 2),
+                                       flags=flags, borderMode=border)
+            sharp = expected.reference is not None and verdict.frame_id == expected.frame_id
+            # (compared with another frame's image the measure means nothing)
+            if sharp:
+                if gray is None:
+                    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+                gray_area = cv2.warpPerspective(gray, to_photo, (w, h), flags=flags, borderMode=border)
             if register:
                 verdict.registered = registered_crop(photo, H, expected)
             now = time.perf_counter()
             timings["registration"] = timings.get("registration", 0.0) + now - start
             start = now
-            if expected.reference is not None and verdict.frame_id == expected.frame_id:
-                # (compared with another frame's image the measure means nothing)
-                verdict.sharpness = detail_kept(area, expected.reference)
+            if sharp and expected.reference is not None:
+                verdict.sharpness = detail_kept(gray_area, expected.reference)
                 if verdict.sharpness < self.config.min_sharpness:
                     verdict.reasons.append(f"sharpness: {verdict.sharpness:.2f} of the x-ray's detail kept "
                                            f"(needs {self.config.min_sharpness:g})")
@@ -411,7 +422,8 @@ class PhotoQA:
 
 
 def detail_kept(area: np.ndarray, reference: np.ndarray) -> float:
-    """How much of the reference's fine detail the registered photo area reproduces (1 = all).
+    """How much of the reference's fine detail the registered photo area reproduces (1 = all); each
+    is RGB or already in grey levels.
 
     Both are reduced to SHARPNESS_SIZE px on the long side; the Laplacian of the photo is regressed on
     the Laplacian of the reference (noise and moire do not correlate with the source and drop out),
@@ -423,7 +435,8 @@ def detail_kept(area: np.ndarray, reference: np.ndarray) -> float:
     size = (max(3, round(w * f)), max(3, round(h * f)))
 
     def prep(img: np.ndarray) -> np.ndarray:
-        g: np.ndarray = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        g: np.ndarray = (img if img.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+                         ).astype(np.float32)
         g = cv2.resize(g, size, interpolation=cv2.INTER_AREA)
         centred: np.ndarray = g - g.mean()
         return centred
