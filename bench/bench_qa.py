@@ -213,9 +213,10 @@ def main() -> None:
         print(f"  {mp:>2} MP q{q} ({mb:4.1f} MB): reduced decode {new[0]:.3f} ({new[2]:.3f}; {new[1]:.3f}), "
               f"full decode (baseline) {full[0]:.3f} ({full[2]:.3f}; {full[1]:.3f}), speed-up {full[0] / new[0]:.2f}x")
         if "old" in mean:
-            print(f"  {'':>2}    {'':>3}   second photo at the same pose ÷ old code {new[0] / mean['old'][0]:.2f} "
-                  f"(speed-up {mean['old'][0] / new[0]:.2f}x); a thread's first photo ÷ old code "
-                  f"{mean['fresh'][0] / mean['old'][0]:.2f}")
+            o, f = mean["old"], mean["fresh"]
+            print(f"  {'':>2}    {'':>3}   ÷ old code, wall (thread CPU): second photo at the same pose "
+                  f"{new[0] / o[0]:.2f} ({new[2] / o[2]:.2f}), speed-up {o[0] / new[0]:.2f}x ({o[2] / new[2]:.2f}x); "
+                  f"a thread's first photo {f[0] / o[0]:.2f} ({f[2] / o[2]:.2f})")
 
 
 if __name__ == "__main__":
