@@ -29,7 +29,7 @@ import imagesize
 import numpy as np
 
 from rig.config import QAConfig
-from rig.fiducials import CORNER_IDS, DIGITS, MARKER_DICT, FiducialLayout, digits_frame_id
+from rig.fiducials import CORNER_IDS, DIGITS, MARKER_DICT, FiducialLayout, digits_frame_id, frame_id_digits
 
 _CLIP_LEVEL = 250
 SHARPNESS_SIZE = 192  # sharpness compares photo and source at this many px across the x-ray's long side
@@ -57,6 +57,7 @@ class Verdict:
     homography: np.ndarray | None = None  # continuous screen px -> photo px (the full photo's)
     registered: np.ndarray | None = None  # RGB, source-sized, when asked for
     scale: int = 1  # the photo was checked decoded at 1/scale of its size
+    predicted: bool = False  # every marker was found where the instance's last photo put it (no full search)
     timings: dict[str, float] = field(default_factory=dict)  # seconds by step: decode, detection, ...
 
     @property
@@ -137,6 +138,8 @@ def to_decoded(scale: int) -> np.ndarray:
 MIN_SCREEN_SPAN = 0.2  # the screen spans at least this share of the photo's long side (else: the slow search)
 DETECT_SIZE = 1200  # without a predicted marker size, photos this long or longer are searched at half size
 MIN_MARKER_PX = 40  # markers are searched in the photo reduced (by a power of 2) to about this side, no less
+CROP_MARGIN = 0.5  # with a predicted pose, each marker is searched this many marker sides around its place
+CROP_PERIMETER_RATE = 1.0  # ... and a marker's perimeter is at least this times the crop's long side
 
 
 def _detector(min_perimeter_rate: float | None) -> cv2.aruco.ArucoDetector:
@@ -162,6 +165,10 @@ class PhotoQA:
         self.detector = _detector(None)
         self._sized: dict[float, cv2.aruco.ArucoDetector] = {}  # by minimum marker perimeter rate
         self._span: float | None = None  # last x-ray's magnification / its photo's long side
+        self._crop_detector = _detector(CROP_PERIMETER_RATE)
+        # The last photo whose every marker was found: its layout, size and homography (full photo px)
+        # predict where the next photo's markers are (the rig holds a pose for many photos).
+        self._last: tuple[FiducialLayout, tuple[int, int], np.ndarray] | None = None
 
     def _detect(self, gray: np.ndarray, layout: FiducialLayout | None = None,
                 marker_px: float | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
@@ -186,6 +193,44 @@ class PhotoQA:
             if ids is not None and len(ids) >= len(layout.slots()) and set(CORNER_IDS) <= set(ids.ravel()):
                 return corners, ids
         return _detect_at(self.detector, gray, plain)
+
+    def _detect_predicted(self, gray: np.ndarray, scale: int, layout: FiducialLayout, H: np.ndarray,
+                          likely: Sequence[int]) -> dict[int, list[np.ndarray]] | None:
+        """Markers (full photo px, by id) searched only in crops around each slot where homography `H`
+        puts it, or None as soon as a crop does not hold exactly one marker of its kind (a corner slot
+        its corner id, a digit slot a digit id, whichever: the digits are read, never assumed).
+
+        Each crop is the slot's predicted box grown by CROP_MARGIN marker sides, aligned to the
+        pyramid level the marker is searched at, so that its reductions are those of the whole photo.
+        The detector compares a marker's bits with the dictionary's codes in order and stops at the
+        first within its correction (2 bits; the codes are at least 5 apart, so at most one is): the
+        `likely` ids are put first, which reads the same id from the same bits, only sooner."""
+        order = _reading_order(likely)
+        self._crop_detector.setDictionary(cv2.aruco.Dictionary(_DICTIONARY.bytesList[order], _DICTIONARY.markerSize,
+                                                               _DICTIONARY.maxCorrectionBits))
+        to_gray = to_decoded(scale) @ H
+        gh, gw = gray.shape
+        found: dict[int, list[np.ndarray]] = {}
+        for kind, index, x, y in layout.slots():
+            quad = cv2.perspectiveTransform(_marker_corners(x, y, layout.marker)[None].astype(np.float64), to_gray)[0]
+            side = float(np.linalg.norm(quad - np.roll(quad, 1, axis=0), axis=1).min())
+            f = 1
+            while side / (2 * f) >= MIN_MARKER_PX:
+                f *= 2
+            grow = CROP_MARGIN * side
+            x0, y0 = (int(v - grow) // f * f for v in quad.min(axis=0))
+            x1, y1 = (-(-int(v + grow + 1) // f) * f for v in quad.max(axis=0))
+            if x0 < 0 or y0 < 0 or x1 > gw or y1 > gh:
+                return None
+            corners, ids = _detect_at(self._crop_detector, gray[y0:y1, x0:x1], f)
+            if ids is None or len(ids) != 1:
+                return None
+            marker_id = int(order[ids.ravel()[0]])
+            if marker_id != CORNER_IDS[index] if kind == "corner" else marker_id in CORNER_IDS:
+                return None
+            c = corners[0].reshape(4, 2).astype(np.float64) + (x0, y0)
+            found.setdefault(marker_id, []).append(c * scale + (scale - 1) / 2)  # decoded px -> full photo px
+        return found
 
     def check_files(self, files: Sequence[bytes], expected: Expected,
                     register: bool = False) -> tuple[Verdict, bytes | None]:
@@ -226,7 +271,8 @@ class PhotoQA:
             if size is None or scale == 1:
                 size = (photo.shape[1], photo.shape[0])
             timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
-            verdict = tried[scale] = self._check(photo, scale, size, expected, register, timings, predicted)
+            verdict = tried[scale] = self._check(photo, scale, size, expected, register, timings, predicted,
+                                                 predict=True)
             magnification = _xray_magnification(verdict.homography, expected)
             if magnification is None:  # no registration: nothing says what scale the x-ray needs
                 break
@@ -260,10 +306,11 @@ class PhotoQA:
         return verdict
 
     def _check(self, photo: np.ndarray, scale: int, size: tuple[int, int], expected: Expected, register: bool,
-               timings: dict[str, float], magnification: float | None = None) -> Verdict:
+               timings: dict[str, float], magnification: float | None = None, predict: bool = False) -> Verdict:
         """QA of `photo`, the photo decoded at 1/scale of its `size` (width, height), whose screen is
-        expected at about `magnification` full photo px per screen px. Reported geometry (homography,
-        margin) is in the full photo's pixels."""
+        expected at about `magnification` full photo px per screen px; with `predict`, its markers are
+        first searched where this instance's last photo of that size had them. Reported geometry
+        (homography, margin) is in the full photo's pixels."""
         verdict = Verdict(scale=scale)
         if expected.layout is None:
             self._quality(photo, None, expected, verdict, timings)
@@ -271,50 +318,36 @@ class PhotoQA:
         layout = expected.layout
         start = time.perf_counter()
         gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
-        corners, ids = self._detect(gray, layout, None if magnification is None else
-                                    layout.marker * magnification / scale)
-        found: dict[int, list[np.ndarray]] = {}
-        if ids is not None:
-            for c, i in zip(corners, ids.ravel()):
+        located = None
+        last = self._last if predict else None
+        if last is not None and last[0] == layout and last[1] == size:
+            # Markers searched only around where the last photo had them; kept only if every one is
+            # found there (each id read from this photo), else the whole photo is searched.
+            likely = [*CORNER_IDS, *([] if expected.frame_id is None else frame_id_digits(expected.frame_id))]
+            found = self._detect_predicted(gray, scale, layout, last[2], likely)
+            located = None if found is None else _locate(found, layout)
+            verdict.predicted = located is not None and located.complete
+        if located is None or not verdict.predicted:
+            corners, ids = self._detect(gray, layout, None if magnification is None else
+                                        layout.marker * magnification / scale)
+            found = {}
+            for c, i in zip(corners, [] if ids is None else ids.ravel()):
                 # decoded px -> full photo px
                 found.setdefault(int(i), []).append(c.reshape(4, 2).astype(np.float64) * scale + (scale - 1) / 2)
+            located = _locate(found, layout)
         now = time.perf_counter()
         timings["detection"] = timings.get("detection", 0.0) + now - start
         start = now
-        verdict.markers = sum(len(v) for v in found.values())
-        slots = layout.slots()
-        src, dst = [], []
-        corner_slots = {index: (x, y) for kind, index, x, y in slots if kind == "corner"}
-        for index, marker_id in enumerate(CORNER_IDS):
-            if len(found.get(marker_id, [])) == 1:
-                src.append(_marker_corners(*corner_slots[index], layout.marker))
-                dst.append(found[marker_id][0])
-        if len(src) < 4:
-            verdict.reasons.append(f"coverage: {len(src)}/4 screen corner markers found; part of the screen is "
-                                   "out of frame or hidden")
+        verdict.markers = located.markers
+        H, sides = located.homography, located.sides
+        if H is None:
+            verdict.reasons.append(f"coverage: {located.corners}/4 screen corner markers found; part of the screen "
+                                   "is out of frame or hidden")
             timings["registration"] = timings.get("registration", 0.0) + time.perf_counter() - start
             self._quality(photo, None, expected, verdict, timings)
             return verdict
-        H, _ = cv2.findHomography(np.concatenate(src), np.concatenate(dst), 0)
-        # Digit markers: assign each to its slot through the corner homography, then refit with all.
-        digit_slots = [(kind, index, x, y) for kind, index, x, y in slots if kind != "corner"]
-        sides: dict[str, dict[int, int]] = {"L": {}, "R": {}}
-        slot_px = np.array([[x + layout.marker / 2, y + layout.marker / 2] for _, _, x, y in digit_slots], np.float64)
-        slot_photo = cv2.perspectiveTransform(slot_px[None], H)[0]
-        tolerance = _scale(H, slot_px.mean(axis=0)) * layout.marker / 2
-        for marker_id, cs in found.items():
-            if marker_id in CORNER_IDS:
-                continue
-            for c in cs:
-                d = np.linalg.norm(slot_photo - c.mean(axis=0), axis=1)
-                k = int(np.argmin(d))
-                if d[k] > tolerance:
-                    continue
-                kind, index, x, y = digit_slots[k]
-                sides[kind][index] = marker_id
-                src.append(_marker_corners(x, y, layout.marker))
-                dst.append(c)
-        H, _ = cv2.findHomography(np.concatenate(src), np.concatenate(dst), 0)
+        if predict and located.complete:
+            self._last = (layout, size, H)
         verdict.homography = H
         decoded = {digits_frame_id([side[i] for i in range(DIGITS)]) for side in sides.values()
                    if len(side) == DIGITS}
@@ -337,15 +370,20 @@ class PhotoQA:
             verdict.reasons.append(f"coverage: the screen comes within {verdict.margin_px:.0f} px of the photo's "
                                    f"edge (needs {need:.0f})")
         timings["registration"] = timings.get("registration", 0.0) + time.perf_counter() - start
-        self._quality(photo, to_decoded(scale) @ H, expected, verdict, timings, register)
+        self._quality(photo, to_decoded(scale) @ H, expected, verdict, timings, register, gray)
         return verdict
 
     def _quality(self, photo: np.ndarray, H: np.ndarray | None, expected: Expected, verdict: Verdict,
-                 timings: dict[str, float], register: bool = False) -> None:
+                 timings: dict[str, float], register: bool = False, gray: np.ndarray | None = None) -> None:
         """Clipping over the x-ray area, and its sharpness against what the display drew.
 
-        `H` maps screen px to `photo`'s px. Without it (fiducials off or corners missing) only clipping
-        over the photo's middle is measured: sharpness needs the photo registered to the source.
+        `H` maps screen px to `photo`'s px (`gray`: the photo in grey levels). Without it (fiducials off
+        or corners missing) only clipping over the photo's middle is measured: sharpness needs the photo
+        registered to the source.
+
+        The x-ray area is resampled at screen-pixel spacing: in grey levels for sharpness (all it
+        measures), and in colour (clipping is per channel) at every other of those points each way, a
+        quarter of the pixels, whose clipped share is the whole area's within sampling noise.
         """
         start = time.perf_counter()
         if H is None:
@@ -353,18 +391,24 @@ class PhotoQA:
             area = photo[ph // 4:3 * ph // 4, pw // 4:3 * pw // 4]
         else:
             x, y, w, h = expected.xray
-            # The x-ray area resampled at screen-pixel spacing, aligned with what the display drew.
+            # Area px (i, j) shows screen px (x + i, y + j): aligned with what the display drew.
             to_photo = H @ np.array([[1, 0, x + 0.5], [0, 1, y + 0.5], [0, 0, 1]], np.float64)
-            area = cv2.warpPerspective(photo, to_photo, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                       borderMode=cv2.BORDER_REPLICATE)
+            flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_REPLICATE
+            area = cv2.warpPerspective(photo, to_photo @ np.diag([2.0, 2.0, 1.0]), ((w + 1) // 2, (h + 1) // 2),
+                                       flags=flags, borderMode=border)
+            sharp = expected.reference is not None and verdict.frame_id == expected.frame_id
+            # (compared with another frame's image the measure means nothing)
+            if sharp:
+                if gray is None:
+                    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+                gray_area = cv2.warpPerspective(gray, to_photo, (w, h), flags=flags, borderMode=border)
             if register:
                 verdict.registered = registered_crop(photo, H, expected)
             now = time.perf_counter()
             timings["registration"] = timings.get("registration", 0.0) + now - start
             start = now
-            if expected.reference is not None and verdict.frame_id == expected.frame_id:
-                # (compared with another frame's image the measure means nothing)
-                verdict.sharpness = detail_kept(area, expected.reference)
+            if sharp and expected.reference is not None:
+                verdict.sharpness = detail_kept(gray_area, expected.reference)
                 if verdict.sharpness < self.config.min_sharpness:
                     verdict.reasons.append(f"sharpness: {verdict.sharpness:.2f} of the x-ray's detail kept "
                                            f"(needs {self.config.min_sharpness:g})")
@@ -378,7 +422,8 @@ class PhotoQA:
 
 
 def detail_kept(area: np.ndarray, reference: np.ndarray) -> float:
-    """How much of the reference's fine detail the registered photo area reproduces (1 = all).
+    """How much of the reference's fine detail the registered photo area reproduces (1 = all); each
+    is RGB or already in grey levels.
 
     Both are reduced to SHARPNESS_SIZE px on the long side; the Laplacian of the photo is regressed on
     the Laplacian of the reference (noise and moire do not correlate with the source and drop out),
@@ -390,7 +435,8 @@ def detail_kept(area: np.ndarray, reference: np.ndarray) -> float:
     size = (max(3, round(w * f)), max(3, round(h * f)))
 
     def prep(img: np.ndarray) -> np.ndarray:
-        g: np.ndarray = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        g: np.ndarray = (img if img.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+                         ).astype(np.float32)
         g = cv2.resize(g, size, interpolation=cv2.INTER_AREA)
         centred: np.ndarray = g - g.mean()
         return centred
@@ -438,6 +484,65 @@ def _detect_at(detector: cv2.aruco.ArucoDetector, image: np.ndarray, f: int) -> 
         cv2.cornerSubPix(level, pts.reshape(-1, 1, 2), (5, 5), (-1, -1),
                          (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
     return [p.reshape(1, 4, 2) for p in pts.reshape(-1, 4, 2)], ids
+
+
+@dataclass
+class _Located:
+    """The markers found in a photo placed on the layout."""
+
+    markers: int  # found, of any id
+    corners: int  # corner markers found exactly once
+    homography: np.ndarray | None  # screen px -> full photo px; None without all four corners
+    sides: dict[str, dict[int, int]]  # digit marker id by side ('L', 'R') and slot index
+    complete: bool  # every slot holds exactly one marker and nothing else was found
+
+
+def _locate(found: dict[int, list[np.ndarray]], layout: FiducialLayout) -> _Located:
+    """Homography from the four corner markers, then the digit markers assigned to their slots
+    through it, and the homography refitted with all."""
+    markers = sum(len(v) for v in found.values())
+    slots = layout.slots()
+    src, dst = [], []
+    corner_slots = {index: (x, y) for kind, index, x, y in slots if kind == "corner"}
+    for index, marker_id in enumerate(CORNER_IDS):
+        if len(found.get(marker_id, [])) == 1:
+            src.append(_marker_corners(*corner_slots[index], layout.marker))
+            dst.append(found[marker_id][0])
+    sides: dict[str, dict[int, int]] = {"L": {}, "R": {}}
+    if len(src) < 4:
+        return _Located(markers, len(src), None, sides, False)
+    H, _ = cv2.findHomography(np.concatenate(src), np.concatenate(dst), 0)
+    digit_slots = [(kind, index, x, y) for kind, index, x, y in slots if kind != "corner"]
+    slot_px = np.array([[x + layout.marker / 2, y + layout.marker / 2] for _, _, x, y in digit_slots], np.float64)
+    slot_photo = cv2.perspectiveTransform(slot_px[None], H)[0]
+    tolerance = _scale(H, slot_px.mean(axis=0)) * layout.marker / 2
+    placed = 0
+    for marker_id, cs in found.items():
+        if marker_id in CORNER_IDS:
+            continue
+        for c in cs:
+            d = np.linalg.norm(slot_photo - c.mean(axis=0), axis=1)
+            k = int(np.argmin(d))
+            if d[k] > tolerance:
+                continue
+            kind, index, x, y = digit_slots[k]
+            sides[kind][index] = marker_id
+            placed += 1
+            src.append(_marker_corners(x, y, layout.marker))
+            dst.append(c)
+    H, _ = cv2.findHomography(np.concatenate(src), np.concatenate(dst), 0)
+    complete = markers == len(slots) == 4 + placed and all(len(side) == DIGITS for side in sides.values())
+    return _Located(markers, 4, H, sides, complete)
+
+
+_DICTIONARY = cv2.aruco.getPredefinedDictionary(MARKER_DICT)
+
+
+def _reading_order(likely: Sequence[int]) -> np.ndarray:
+    """The dictionary's ids with `likely` first (each once), the rest in order."""
+    first = np.array(list(dict.fromkeys(likely)), np.intp)
+    rest = np.setdiff1d(np.arange(len(_DICTIONARY.bytesList)), first)
+    return np.concatenate([first, rest])
 
 
 def _marker_corners(x: int, y: int, side: int) -> np.ndarray:

@@ -205,3 +205,42 @@ def test_empty_or_damaged_files_get_the_one_reason_verdict_never_an_exception(se
                                                                               files: list[bytes]) -> None:
     v, png = PhotoQA(QAConfig()).check_files(files, setup.expected)
     assert v.reasons == ["no file from the camera decodes as an image"] and png is None
+
+
+def _predicted(v: Verdict) -> bool:
+    """Whether QA found every marker where the instance's last photo had it (False before it could)."""
+    return bool(getattr(v, "predicted", False))
+
+
+def _screen_px_apart(a: Verdict, b: Verdict, expected: Expected) -> float:
+    assert b.homography is not None
+    return _screen_px_off(a, cv2.perspectiveTransform(_xray_grid(expected)[None], b.homography)[0], expected)
+
+
+def test_a_photo_at_the_last_pose_is_searched_where_its_markers_were_and_judged_as_by_a_fresh_instance(
+        setup: Setup) -> None:
+    """2 MP photos (the studio's own size): the second photo at a pose is searched only around the
+    markers' predicted places, with the verdict and homography of a full search; a photo of another
+    frame there is still read as that frame, and after a pose change that moves the markers out of
+    their predicted places the whole photo is searched (a small one still finds them there)."""
+    photo = _photo(setup, "front", enlarge=1.0)
+    front, left = _jpeg(photo), _jpeg(_photo(setup, "left", enlarge=1.0))
+    wrong = _jpeg(_photo(setup, "front", frame_id=FRAME + 1, enlarge=1.0))
+    # The screen 150 px (1.4 marker sides) further left and 40 px higher.
+    moved = _jpeg(cv2.warpAffine(photo, np.array([[1, 0, -150], [0, 1, -40]], np.float64), photo.shape[1::-1]))
+    qa = PhotoQA(QAConfig())
+    first, _ = qa.check_files([front], setup.expected)
+    for data, pose_changed in ((front, False), (wrong, False), (left, False), (moved, True), (moved, False)):
+        v, _ = qa.check_files([data], setup.expected)
+        fresh, _ = PhotoQA(QAConfig()).check_files([data], setup.expected)
+        apart = _screen_px_apart(v, fresh, setup.expected)
+        print(f"\npredicted {_predicted(v)}: {v.reasons}, {apart:.4f} screen px from a fresh instance's homography")
+        assert _predicted(v) is not pose_changed
+        assert not _predicted(fresh)
+        assert (v.ok, v.frame_id, v.reasons, v.markers) == (fresh.ok, fresh.frame_id, fresh.reasons, fresh.markers)
+        assert v.frame_id == (FRAME + 1 if data is wrong else FRAME)
+        assert apart < 0.05
+        assert v.margin_px == pytest.approx(fresh.margin_px, abs=0.2)
+        assert v.sharpness == pytest.approx(fresh.sharpness, abs=0.01) if v.ok else v.sharpness is None
+        assert v.clipped == pytest.approx(fresh.clipped, abs=0.001)
+    assert first.ok and not _predicted(first)
