@@ -5,7 +5,6 @@ Rows are streamed, never all held as objects: the real CheXpert manifest has 223
 
 from __future__ import annotations
 
-import _csv  # the type csv.reader() returns (public name only in _csv)
 import csv
 import os
 import re
@@ -27,6 +26,8 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 DICOM_COLUMNS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL, newline, ...: never part of a real file name
 _CHEXPERT_PATH = re.compile(r"(?:^|/)(patient\d+)/(study\d+)/([^/]+)$")
+# A plainly good Path: plain names (no control character, backslash or empty part) ending in patient/study/file.
+_GOOD_PATH = re.compile(r"(?:[^/\\\x00-\x1f\x7f]+/)*(patient\d+)/(study\d+)/([^/\\\x00-\x1f\x7f]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,12 @@ class Manifest:
             if image_root is None or not image_root.is_dir():
                 raise ConfigError(f"{image_root}: image root is not a folder; fix 'manifest.image_root'")
             with csv_path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte order mark
-                header = next((r for _, r in _records(csv.reader(f), csv_path)), None)
+                try:
+                    header = next(csv.reader(f), None)
+                except UnicodeDecodeError as e:
+                    raise ConfigError(_not_utf8(csv_path, e)) from None
+                except csv.Error as e:
+                    raise ConfigError(_csv_problem(csv_path, 1, e)) from None
             if not header or header[0] != "Path":
                 raise ConfigError(f"{csv_path}:1: the first column must be 'Path' (CheXpert form)")
             if len(set(header)) != len(header):
@@ -75,12 +81,8 @@ class Manifest:
         stride = 1
         source = self._csv_rows() if self.csv_path is not None else self._folder_rows()
         for where, row in source:
-            for kind, ident in (("image", row.image_id), ("study", row.study_id)):
-                parts = ident.split("/")
-                if ident.startswith("/") or any(p in ("", ".", "..") for p in parts):
-                    raise ConfigError(f"{where}: {kind} ID '{ident}' is not a relative path of plain names (it "
-                                      "names where photos are filed); fix that row")
             if row.image_id in seen:
+                where = f"{self.csv_path}:{where}" if isinstance(where, int) else where  # a fast CSV row's line
                 raise ConfigError(f"{where}: duplicate image ID '{row.image_id}'; each image may appear once")
             if len(seen) % stride == 0:
                 sample.append(row.file)
@@ -93,33 +95,35 @@ class Manifest:
         self._sample = sample[::max(1, len(sample) // SAMPLE_SIZE)][:SAMPLE_SIZE]
 
     def _csv_rows(self) -> Iterator[tuple[object, ManifestRow]]:
+        """The CSV's rows. A row whose Path is plainly good (one regular expression) is taken at once;
+        any other goes through `_checked_row`, which accepts it or words what is wrong with it: 223,414
+        rows must read in well under a second."""
         assert self.csv_path is not None and self.image_root is not None
         root = self.image_root.resolve()
         width = len(self.label_columns) + 1
+        good = _GOOD_PATH.fullmatch
         with self.csv_path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
-            records = _records(reader, self.csv_path)
-            next(records)
-            for line, record in records:
-                if not record:
-                    continue
-                where = _Where(self.csv_path, line)
-                if len(record) != width:
-                    if reader.line_num > line:  # a quoted field swallowed the lines after it
-                        raise ConfigError(f"{where}: a quote opened in this row is not closed before line "
-                                          f"{reader.line_num}; close the quote (or double it: \"\")")
-                    raise ConfigError(f"{where}: expected {width} columns, found {len(record)}; fix that row")
-                path = record[0]
-                bad = _CONTROL.search(path)
-                if bad:
-                    raise ConfigError(f"{where}: Path contains the control character {bad.group()!r}; "
-                                      "remove it from that row")
-                m = _CHEXPERT_PATH.search(path)
-                if not m:
-                    raise ConfigError(f"{where}: Path '{path}' is not .../patientNNNNN/studyN/<view file>")
-                file = safe_join(root, path, where)
-                study = f"{m.group(1)}/{m.group(2)}"
-                yield where, ManifestRow(f"{study}/{m.group(3)}", study, path, file, tuple(record[1:]))
+            start = 1  # the line the record being read starts on
+            try:
+                next(reader)
+                start = reader.line_num + 1
+                for record in reader:
+                    if record:
+                        path = record[0]
+                        m = good(path) if len(record) == width else None
+                        if m is not None and "/." not in path and path[0] != ".":  # no '.', '..' or hidden part
+                            study = f"{m[1]}/{m[2]}"
+                            yield start, ManifestRow(f"{study}/{m[3]}", study, path, f"{root}/{path}",
+                                                     tuple(record[1:]))
+                        else:
+                            where = _Where(self.csv_path, start)
+                            yield where, _checked_row(record, width, reader.line_num, root, where)
+                    start = reader.line_num + 1
+            except UnicodeDecodeError as e:
+                raise ConfigError(_not_utf8(self.csv_path, e)) from None
+            except csv.Error as e:
+                raise ConfigError(_csv_problem(self.csv_path, start, e)) from None
 
     def check_sample(self, field: str) -> str | None:
         """Check that about 100 images spread over the manifest exist, before anything moves.
@@ -153,10 +157,13 @@ class Manifest:
             if file.suffix.lower() in DICOM_SUFFIXES:
                 row = self._dicom_row(file, rel)
                 if row is not None:
+                    _check_ids(file, row)
                     yield str(file), row
                     continue
             study = str(rel.parent) if str(rel.parent) != "." else rel.stem
-            yield str(file), ManifestRow(str(rel), study, str(rel), str(file), blank)
+            row = ManifestRow(str(rel), study, str(rel), str(file), blank)
+            _check_ids(file, row)
+            yield str(file), row
 
     def _dicom_row(self, file: Path, rel: PurePosixPath) -> ManifestRow | None:
         """A DICOM file's row: study and image IDs from its tags (PatientID/StudyInstanceUID/SOPInstanceUID),
@@ -186,24 +193,12 @@ def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
     return f"{path}: contains bytes that are not UTF-8 ({e.reason}); save the manifest as UTF-8 CSV"
 
 
-def _records(reader: _csv.Reader, path: Path) -> Iterator[tuple[int, list[str]]]:
-    """CSV records with the line each one starts on; a decoding or CSV error anywhere in the file
-    (a field over the csv module's 128 KiB limit: an unterminated quote, a runaway line) becomes a
-    one-line ConfigError naming the line where the failing record starts."""
-    start = 1
-    while True:
-        try:
-            record = next(reader)
-        except StopIteration:
-            return
-        except UnicodeDecodeError as e:
-            raise ConfigError(_not_utf8(path, e)) from None
-        except csv.Error as e:
-            problem = ("a field longer than the 128 KiB limit starts in this row (an unterminated quote?)"
-                       if "field limit" in str(e) else f"not valid CSV ({e})")
-            raise ConfigError(f"{path}:{start}: {problem}; fix that row") from None
-        yield start, record
-        start = reader.line_num + 1
+def _csv_problem(path: Path, start: int, e: csv.Error) -> str:
+    """A CSV error as one line naming the line where the failing record starts (a field over the csv
+    module's 128 KiB limit: an unterminated quote, a runaway line)."""
+    problem = ("a field longer than the 128 KiB limit starts in this row (an unterminated quote?)"
+               if "field limit" in str(e) else f"not valid CSV ({e})")
+    return f"{path}:{start}: {problem}; fix that row"
 
 
 class _Where:
@@ -232,3 +227,34 @@ def safe_join(root: Path, relative: str, where: object) -> str:
 def inside_root(file: Path, root: Path) -> bool:
     """True when the real file (links followed) lies under the real root."""
     return file.resolve().is_relative_to(root.resolve())
+
+
+def _check_ids(where: object, row: ManifestRow) -> None:
+    """Image and study IDs name where photos are filed: relative paths of plain names only."""
+    for kind, ident in (("image", row.image_id), ("study", row.study_id)):
+        parts = ident.split("/")
+        if ident.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ConfigError(f"{where}: {kind} ID '{ident}' is not a relative path of plain names (it "
+                              "names where photos are filed); fix that row")
+
+
+def _checked_row(record: list[str], width: int, line_num: int, root: Path, where: _Where) -> ManifestRow:
+    """A CSV row the fast path did not take: accepted after every check, or a ConfigError naming the
+    line and what to fix."""
+    if len(record) != width:
+        if line_num > where.line:  # a quoted field swallowed the lines after it
+            raise ConfigError(f"{where}: a quote opened in this row is not closed before line "
+                              f"{line_num}; close the quote (or double it: \"\")")
+        raise ConfigError(f"{where}: expected {width} columns, found {len(record)}; fix that row")
+    path = record[0]
+    bad = _CONTROL.search(path)
+    if bad:
+        raise ConfigError(f"{where}: Path contains the control character {bad.group()!r}; remove it from that row")
+    m = _CHEXPERT_PATH.search(path)
+    if not m:
+        raise ConfigError(f"{where}: Path '{path}' is not .../patientNNNNN/studyN/<view file>")
+    file = safe_join(root, path, where)
+    study = f"{m.group(1)}/{m.group(2)}"
+    row = ManifestRow(f"{study}/{m.group(3)}", study, path, file, tuple(record[1:]))
+    _check_ids(where, row)
+    return row

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rig.errors import ConfigError
-from rig.store.schema import DB_NAME, SCHEMA_VERSION, UPGRADES, checked_schema, let_signals_in
+from rig.store.schema import DB_NAME, SCHEMA_VERSION, UPGRADES, add_functions, checked_schema, let_signals_in
 
 
 class StoreBase:
@@ -27,6 +27,7 @@ class StoreBase:
                               "finish it with the rig version that started it, or set a new 'output:'")
         self.db = sqlite3.connect(root / DB_NAME, timeout=30, isolation_level=None, check_same_thread=False)
         try:
+            add_functions(self.db)
             self.db.set_progress_handler(let_signals_in, 100_000)  # a long --replan stays stoppable
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # a power cut must not lose a committed capture

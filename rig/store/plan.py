@@ -20,7 +20,17 @@ from rig.files import fsync_dir
 from rig.manifest import ManifestRow
 from rig.plan import Plan, digest_row, new_manifest_digest
 from rig.store.queries import Queries
-from rig.store.schema import DB_NAME, PLAN_TABLES, SCHEMA_VERSION, let_signals_in, statements
+from rig.store.schema import (
+    ATTEMPT_TRIGGERS,
+    DB_NAME,
+    ITEM_TRIGGERS,
+    PLAN_TABLES,
+    SCHEMA_VERSION,
+    add_functions,
+    let_signals_in,
+    recount_statements,
+    statements,
+)
 
 
 class PlanRecords(Queries):
@@ -40,9 +50,14 @@ class PlanRecords(Queries):
             conn.set_progress_handler(let_signals_in, 100_000)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("BEGIN")
-            for stmt in statements():
+            add_functions(conn)
+            for stmt in [*statements(), *ATTEMPT_TRIGGERS]:
                 conn.execute(stmt)
             write_plan(conn, plan)
+            # seq runs 0..n-1 without gaps: its maximum counts the items without a scan
+            conn.execute("INSERT INTO counters VALUES ('item:pending', (SELECT COALESCE(MAX(seq) + 1, 0) FROM items))")
+            for stmt in ITEM_TRIGGERS:  # after the bulk insert: every item is pending, counted at once above
+                conn.execute(stmt)
             conn.executemany("INSERT INTO meta VALUES (?, ?)", {
                 "schema": SCHEMA_VERSION, "session": str(session_file), "created": str(time.time())}.items())
             conn.execute("COMMIT")
@@ -136,9 +151,13 @@ class PlanRecords(Queries):
         """
         unchanged = self._unchanged_labels(plan)
         with self.transaction():
-            for t in PLAN_TABLES:
+            old_indexes = [r[0] for r in self.db.execute(
+                f"""SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL
+                    AND tbl_name IN ({",".join("?" * len(PLAN_TABLES))})""", PLAN_TABLES)]
+            for t in PLAN_TABLES:  # the old tables take their triggers along (dropped with them below)
                 self.db.execute(f"ALTER TABLE {t} RENAME TO old_{t}")
-            self.db.execute("DROP INDEX items_pending")
+            for index in old_indexes:  # their names are the new tables'
+                self.db.execute(f"DROP INDEX {index}")
             for stmt in statements(PLAN_TABLES):
                 self.db.execute(stmt)
             write_plan(self.db, plan)
@@ -169,6 +188,8 @@ class PlanRecords(Queries):
                                                 AND a.status IN ('failed', 'rejected', 'accepted'))""")
             for t in PLAN_TABLES:
                 self.db.execute(f"DROP TABLE old_{t}")
+            for stmt in [*ITEM_TRIGGERS, *recount_statements(attempts=False)]:
+                self.db.execute(stmt)
             self.db.execute("DROP TABLE temp.seq_map")
             self.db.execute("DROP TABLE temp.keep_labels")
         return int(self.db.execute("SELECT COUNT(*) FROM items WHERE state = 'done'").fetchone()[0])

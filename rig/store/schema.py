@@ -7,13 +7,16 @@ open and bring an older schema up to date, one additive step per transaction.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 from rig.errors import ConfigError
+from rig.store.records import REASON_KIND
 
-SCHEMA_VERSION = "4"  # 2: attempts carry the shown frame id, QA verdict and registered crop; 3: every file's hash;
-#                        4: every attempt's stage durations (timing) and the pauses table
+SCHEMA_VERSION = "5"  # 2: attempts carry the shown frame id, QA verdict and registered crop; 3: every file's hash;
+#                        4: every attempt's stage durations (timing) and the pauses table;
+#                        5: counters kept by triggers, so status reads a handful of rows at any size
 DB_NAME = "run.sqlite"
 
 SCHEMA = """
@@ -26,6 +29,7 @@ CREATE TABLE items(seq INTEGER PRIMARY KEY, image_no INTEGER NOT NULL, condition
                    rep INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
                    attempts INTEGER NOT NULL DEFAULT 0, reason TEXT);
 CREATE INDEX items_pending ON items(seq) WHERE state = 'pending';
+CREATE INDEX items_failed ON items(seq) WHERE state = 'failed';
 CREATE TABLE attempts(attempt_id INTEGER PRIMARY KEY, seq INTEGER, status TEXT NOT NULL, reason TEXT,
                       started_at REAL NOT NULL, finished_at REAL, photo TEXT, files TEXT,
                       bytes INTEGER, sha256 TEXT, commanded TEXT, readback TEXT, lights TEXT,
@@ -33,8 +37,73 @@ CREATE TABLE attempts(attempt_id INTEGER PRIMARY KEY, seq INTEGER, status TEXT N
 CREATE UNIQUE INDEX one_accepted_per_item ON attempts(seq) WHERE status = 'accepted';
 CREATE INDEX attempts_writing ON attempts(status) WHERE status = 'writing';
 CREATE INDEX attempts_by_item ON attempts(seq);
+CREATE INDEX attempts_accepted_at ON attempts(finished_at) WHERE status = 'accepted';
+CREATE INDEX attempts_frame ON attempts(frame_id);
 CREATE TABLE pauses(pause_id INTEGER PRIMARY KEY, paused_at REAL NOT NULL, reason TEXT NOT NULL, resumed_at REAL);
+CREATE TABLE counters(name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 """
+
+# Counters ('item:<state>', 'attempt:<status>', 'kind:<failure kind>') change in the same statement, so the
+# same transaction, as the row they count: they cannot drift from a recount, whichever code writes.
+# The item triggers are created after a plan's bulk insert (one recount instead of a million upserts).
+_BUMP = ("INSERT INTO counters(name, n) SELECT {name}, {n} {source} WHERE true "
+         "ON CONFLICT(name) DO UPDATE SET n = n + excluded.n;")
+_KINDS = "FROM json_each(rig_failure_kinds({r}.status, {r}.reason))"
+ATTEMPT_TRIGGERS = [
+    "CREATE TRIGGER attempt_added AFTER INSERT ON attempts BEGIN "
+    + _BUMP.format(name="'attempt:' || new.status", n=1, source="")
+    + _BUMP.format(name="'kind:' || value", n=1, source=_KINDS.format(r="new")) + " END",
+    "CREATE TRIGGER attempt_changed AFTER UPDATE OF status, reason ON attempts "
+    "WHEN old.status IS NOT new.status OR old.reason IS NOT new.reason BEGIN "
+    + _BUMP.format(name="'attempt:' || old.status", n=-1, source="")
+    + _BUMP.format(name="'kind:' || value", n=-1, source=_KINDS.format(r="old"))
+    + _BUMP.format(name="'attempt:' || new.status", n=1, source="")
+    + _BUMP.format(name="'kind:' || value", n=1, source=_KINDS.format(r="new")) + " END",
+    "CREATE TRIGGER attempt_removed AFTER DELETE ON attempts BEGIN "
+    + _BUMP.format(name="'attempt:' || old.status", n=-1, source="")
+    + _BUMP.format(name="'kind:' || value", n=-1, source=_KINDS.format(r="old")) + " END",
+]
+ITEM_TRIGGERS = [
+    "CREATE TRIGGER item_added AFTER INSERT ON items BEGIN "
+    + _BUMP.format(name="'item:' || new.state", n=1, source="") + " END",
+    "CREATE TRIGGER item_changed AFTER UPDATE OF state ON items WHEN old.state IS NOT new.state BEGIN "
+    + _BUMP.format(name="'item:' || old.state", n=-1, source="")
+    + _BUMP.format(name="'item:' || new.state", n=1, source="") + " END",
+    "CREATE TRIGGER item_removed AFTER DELETE ON items BEGIN "
+    + _BUMP.format(name="'item:' || old.state", n=-1, source="") + " END",
+]
+# A full recount: what the counters must always equal (an upgrade starts from it, tests compare with it).
+RECOUNT_ITEMS = "SELECT 'item:' || state, COUNT(*) FROM items GROUP BY state"
+RECOUNT_ATTEMPTS = ("SELECT 'attempt:' || status, COUNT(*) FROM attempts GROUP BY status UNION ALL "
+                    "SELECT 'kind:' || value, COUNT(*) FROM attempts, json_each(rig_failure_kinds(status, reason)) "
+                    "WHERE status IN ('failed', 'rejected', 'interrupted', 'lost') GROUP BY value")
+
+
+def recount_statements(items: bool = True, attempts: bool = True) -> list[str]:
+    """Statements that set the item and/or attempt counters from a full recount (an upgrade, a replan)."""
+    stmts = []
+    if items:
+        stmts += ["DELETE FROM counters WHERE name LIKE 'item:%'", f"INSERT INTO counters(name, n) {RECOUNT_ITEMS}"]
+    if attempts:
+        stmts += ["DELETE FROM counters WHERE name LIKE 'attempt:%' OR name LIKE 'kind:%'",
+                  f"INSERT INTO counters(name, n) {RECOUNT_ATTEMPTS}"]
+    return stmts
+
+
+def failure_kinds(status: str | None, reason: str | None) -> str:
+    """SQL function rig_failure_kinds: the kinds (a JSON list) an attempt counts under in `rig status`:
+    "qa: wrong frame: ...; sharpness: ..." rejected -> ["rejected (wrong frame)", "rejected (sharpness)"]."""
+    if status == "interrupted":
+        return '["interrupted by a stop"]'
+    if status not in ("failed", "rejected", "lost"):
+        return "[]"
+    found = [f"{status} ({k})" for k in REASON_KIND.findall((reason or "").removeprefix("qa: "))]
+    return json.dumps(found or [status])
+
+
+def add_functions(conn: sqlite3.Connection) -> None:
+    """What the triggers call; every connection of this rig that writes attempts has it."""
+    conn.create_function("rig_failure_kinds", 2, failure_kinds, deterministic=True)
 
 PLAN_TABLES = ("items", "images", "conditions")  # what a replan rebuilds
 
@@ -44,6 +113,12 @@ UPGRADES: dict[str | None, list[str]] = {
           "CREATE TABLE pauses(pause_id INTEGER PRIMARY KEY, paused_at REAL NOT NULL, reason TEXT NOT NULL, "
           "resumed_at REAL)",
           "UPDATE meta SET value = '4' WHERE key = 'schema'"],
+    "4": ["CREATE INDEX items_failed ON items(seq) WHERE state = 'failed'",
+          "CREATE INDEX attempts_accepted_at ON attempts(finished_at) WHERE status = 'accepted'",
+          "CREATE INDEX attempts_frame ON attempts(frame_id)",
+          "CREATE TABLE counters(name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+          *ATTEMPT_TRIGGERS, *ITEM_TRIGGERS, *recount_statements(),
+          "UPDATE meta SET value = '5' WHERE key = 'schema'"],
 }
 
 
