@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import rig_file, session_file
+
 from rig.devices import CameraFile
 from rig.manifest import Manifest
 from rig.plan import Plan

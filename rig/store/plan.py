@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -48,7 +49,11 @@ class PlanRecords(Queries):
                 p.unlink(missing_ok=True)
             conn = sqlite3.connect(tmp_db, isolation_level=None)
             conn.set_progress_handler(let_signals_in, 100_000)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # A file nobody sees until it is complete needs no journal: every page is written once (not to
+            # the WAL and again to the file), and the one fsync below makes it durable before it is linked.
+            conn.execute("PRAGMA journal_mode=OFF")
+            conn.execute("PRAGMA synchronous=OFF")
+            conn.execute("PRAGMA cache_size=-32000")  # 32 MB: the items' pages are written once, in order
             conn.execute("BEGIN")
             add_functions(conn)
             for stmt in [*statements(), *ATTEMPT_TRIGGERS]:
@@ -61,8 +66,10 @@ class PlanRecords(Queries):
             conn.executemany("INSERT INTO meta VALUES (?, ?)", {
                 "schema": SCHEMA_VERSION, "session": str(session_file), "created": str(time.time())}.items())
             conn.execute("COMMIT")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode=WAL")  # what every later open uses (kept in the file's header)
             conn.close()
+            with tmp_db.open("rb+") as f:
+                os.fsync(f.fileno())
         except BaseException as e:
             for p in side_files:
                 if not p.is_dir():
@@ -84,7 +91,7 @@ class PlanRecords(Queries):
         finally:
             tmp_db.unlink(missing_ok=True)
         fsync_dir(root)
-        store = cls(root)
+        store = cls(root, checked=True)  # written whole just now
         store.photos.mkdir(exist_ok=True)
         return store
 
@@ -214,7 +221,7 @@ def write_plan(db: sqlite3.Connection, plan: Plan) -> None:
     def image_rows(rows: Iterable[ManifestRow]) -> Iterator[tuple[object, ...]]:
         for n, row in enumerate(rows):
             digest_row(digest, row)
-            yield n, row.image_id, row.study_id, row.source, str(row.file), json.dumps(row.labels)
+            yield n, row.image_id, row.study_id, row.source, row.file, labels_json(row.labels)
 
     db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)", image_rows(manifest.rows()))
     db.executemany("INSERT INTO conditions VALUES (?, ?, ?, ?, ?, ?)",
@@ -234,3 +241,14 @@ def write_plan(db: sqlite3.Connection, plan: Plan) -> None:
         "manifest_digest": digest.hexdigest(), "manifest_rows": str(n_images),
         "label_columns": json.dumps(manifest.label_columns), "repeats": str(plan.repeats),
         "window": json.dumps(plan.window), "manifest_source": manifest.describe}.items())
+
+
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII but '"' and '\\': JSON writes it as it is
+
+
+def labels_json(labels: tuple[str, ...]) -> str:
+    """json.dumps(labels), built directly when no label needs escaping (CheXpert's never do): a third
+    of the time of json.dumps over 223,414 rows."""
+    if _PLAIN.fullmatch("".join(labels)):
+        return '["' + '", "'.join(labels) + '"]' if labels else "[]"
+    return json.dumps(labels)
