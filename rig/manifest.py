@@ -5,14 +5,19 @@ Rows are streamed, never all held as objects: the real CheXpert manifest has 223
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from rig.errors import ConfigError
+from rig.files import atomic_write
 
 CHEXPERT_LABELS = (
     "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Enlarged Cardiomediastinum",
@@ -28,6 +33,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL, newline, ...: never part of a 
 _CHEXPERT_PATH = re.compile(r"(?:^|/)(patient\d+)/(study\d+)/([^/]+)$")
 # A plainly good Path: plain names (no control character, backslash or empty part) ending in patient/study/file.
 _GOOD_PATH = re.compile(r"(?:[^/\\\x00-\x1f\x7f]+/)*(patient\d+)/(study\d+)/([^/\\\x00-\x1f\x7f]+)")
+
+
+def cache_folder() -> Path:
+    """Where rig remembers what it learnt from reading large files ($XDG_CACHE_HOME/rig, ~/.cache/rig)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rig"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +56,7 @@ class Manifest:
         self.csv_path, self.image_root, self.folder = csv_path, image_root, folder
         self._sample: list[str] | None = None  # image files spread over the manifest, from the last full read
         self._dicom_rows: dict[tuple[str, int, int], ManifestRow | None] = {}  # a folder's DICOM tags, read once
+        self._content: str | None = None  # sha256 of the CSV's bytes, once `recall` needed it
         if csv_path is not None:
             if not csv_path.is_file():
                 raise ConfigError(f"{csv_path}: manifest not found; fix 'manifest.csv' in the session file")
@@ -73,6 +84,41 @@ class Manifest:
     @property
     def describe(self) -> str:
         return str(self.csv_path or self.folder)
+
+    def recall(self, what: str) -> dict[str, Any] | None:
+        """What a full read of this very CSV (same bytes, same image root) found earlier, in any process,
+        under `what`; None if nothing is remembered (or for a folder, whose files may change).
+
+        A resume must not spend a second re-reading 223,414 unchanged rows: the file's bytes are hashed
+        (about 0.1 s) and looked up in the user's cache folder. The image sample comes back with it."""
+        path = self._memory(what)
+        if path is None:
+            return None
+        try:
+            facts: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        self._sample = [str(f) for f in facts.get("sample", [])]
+        return facts
+
+    def remember(self, what: str, facts: dict[str, Any]) -> None:
+        """Keep `facts` (with the image sample of the read just finished) for `recall`; best effort."""
+        path = self._memory(what)
+        if path is not None and self._sample is not None:
+            with contextlib.suppress(OSError):
+                atomic_write(path, json.dumps({**facts, "sample": self._sample}), make_dirs=True)
+
+    def _memory(self, what: str) -> Path | None:
+        if self.csv_path is None:
+            return None
+        if self._content is None:
+            try:
+                with self.csv_path.open("rb") as f:
+                    self._content = hashlib.file_digest(f, "sha256").hexdigest()
+            except OSError:
+                return None
+        where = hashlib.sha256(f"{what}\0{self._content}\0{self.image_root}".encode()).hexdigest()[:40]
+        return cache_folder() / "manifests" / f"{where}.json"
 
     def rows(self) -> Iterator[ManifestRow]:
         """Yield every image once, in manifest order; bad rows raise a ConfigError naming the line."""
