@@ -29,6 +29,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".di
 DICOM_SUFFIXES = (".dcm", ".dicom")
 # A folder's DICOM files are identified by their tags: these become the manifest's columns (never a name).
 DICOM_COLUMNS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber")
+_UNIT = "\x1f"  # separates a kept row's fields
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL, newline, ...: never part of a real file name
 _CHEXPERT_PATH = re.compile(r"(?:^|/)(patient\d+)/(study\d+)/([^/]+)$")
 # A plainly good Path: plain names (no control character, backslash or empty part) ending in patient/study/file.
@@ -57,6 +58,7 @@ class Manifest:
         self._sample: list[str] | None = None  # image files spread over the manifest, from the last full read
         self._dicom_rows: dict[tuple[str, int, int], ManifestRow | None] = {}  # a folder's DICOM tags, read once
         self._content: str | None = None  # sha256 of the CSV's bytes, once `recall` needed it
+        self._kept: list[str] | None = None  # the rows of a full read asked to keep them (`rows(keep=True)`)
         if csv_path is not None:
             if not csv_path.is_file():
                 raise ConfigError(f"{csv_path}: manifest not found; fix 'manifest.csv' in the session file")
@@ -120,11 +122,20 @@ class Manifest:
         where = hashlib.sha256(f"{what}\0{self._content}\0{self.image_root}".encode()).hexdigest()[:40]
         return cache_folder() / "manifests" / f"{where}.json"
 
-    def rows(self) -> Iterator[ManifestRow]:
-        """Yield every image once, in manifest order; bad rows raise a ConfigError naming the line."""
+    def rows(self, keep: bool = False) -> Iterator[ManifestRow]:
+        """Yield every image once, in manifest order; bad rows raise a ConfigError naming the line.
+
+        `keep`: also keep the rows, one compact string each (about 45 MB for CheXpert's 223,414), so that
+        the next reads replay them instead of parsing the CSV again, until `forget_rows` (the run store
+        calls it once the plan is written): a new run reads the manifest for its digest, then for its store.
+        """
+        if self._kept is not None:
+            yield from self._replay(self._kept)
+            return
         seen: set[str] = set()
         sample: list[str] = []  # every `stride`-th file, thinned as it grows: spread over the whole manifest
         stride = 1
+        kept: list[str] | None = [] if keep and self.csv_path is not None else None
         source = self._csv_rows() if self.csv_path is not None else self._folder_rows()
         for where, row in source:
             if row.image_id in seen:
@@ -135,10 +146,28 @@ class Manifest:
                 if len(sample) == 2 * SAMPLE_SIZE:
                     sample, stride = sample[::2], stride * 2
             seen.add(row.image_id)
+            if kept is not None:
+                line = _UNIT.join((row.image_id, row.study_id, row.source, *row.labels))
+                if line.count(_UNIT) == 2 + len(row.labels):
+                    kept.append(line)
+                else:  # a field holds the separator itself: this manifest is parsed every time
+                    kept = None
             yield row
         if not seen:
             raise ConfigError(f"{self.describe}: the manifest lists no images; add some")
         self._sample = sample[::max(1, len(sample) // SAMPLE_SIZE)][:SAMPLE_SIZE]
+        self._kept = kept
+
+    def forget_rows(self) -> None:
+        """Let the kept rows go: later reads parse the CSV again."""
+        self._kept = None
+
+    def _replay(self, kept: list[str]) -> Iterator[ManifestRow]:
+        assert self.image_root is not None
+        root = self.image_root.resolve()
+        for line in kept:
+            image_id, study_id, source, *labels = line.split(_UNIT)
+            yield ManifestRow(image_id, study_id, source, f"{root}/{source}", tuple(labels))
 
     def _csv_rows(self) -> Iterator[tuple[object, ManifestRow]]:
         """The CSV's rows. A row whose Path is plainly good (one regular expression) is taken at once;

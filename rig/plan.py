@@ -79,7 +79,7 @@ def manifest_digest(manifest: Manifest) -> tuple[str, int]:
         return str(known["digest"]), int(known["rows"])
     h = new_manifest_digest(manifest)
     n = 0
-    for row in manifest.rows():
+    for row in manifest.rows(keep=True):  # kept: a new run's store takes the rows without a second parse
         digest_row(h, row)
         n += 1
     manifest.remember(DIGEST_FORMAT, {"digest": h.hexdigest(), "rows": n})

@@ -108,7 +108,9 @@ class PlanRecords(Queries):
         """What changed between the stored plan and the session file's, in words; empty if nothing."""
         changes: list[str] = []
         digest, _rows = manifest_digest_and_rows
-        if digest != self.meta("manifest_digest"):
+        if digest == self.meta("manifest_digest"):
+            plan.manifest.forget_rows()  # the stored plan has them all: no need to hold them during the run
+        else:
             old_ids = {r[0] for r in self.db.execute("SELECT image_id FROM images")}
             new_ids = {r.image_id for r in plan.manifest.rows()}
             added, removed = len(new_ids - old_ids), len(old_ids - new_ids)
@@ -224,6 +226,7 @@ def write_plan(db: sqlite3.Connection, plan: Plan) -> None:
             yield n, row.image_id, row.study_id, row.source, row.file, labels_json(row.labels)
 
     db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)", image_rows(manifest.rows()))
+    manifest.forget_rows()  # the store has them now
     db.executemany("INSERT INTO conditions VALUES (?, ?, ?, ?, ?, ?)",
                    [(i, c.label, c.pose, c.lighting, json.dumps(c.targets), json.dumps(c.lights))
                     for i, c in enumerate(plan.conditions)])
