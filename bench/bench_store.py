@@ -21,6 +21,7 @@ The first run writes the data (223,414 symbolic links to 6 phantoms: about a min
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -171,12 +172,12 @@ def add_failed_attempts(run: Path, n: int) -> None:
 
 
 def machine() -> str:
+    import sqlite3
+
     model = platform.processor() or "?"
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
 
 
 def main() -> int:

@@ -19,7 +19,7 @@ from typing import Self
 from rig.errors import ConfigError
 from rig.files import fsync_dir
 from rig.manifest import ManifestRow
-from rig.plan import Plan, digest_row, new_manifest_digest
+from rig.plan import ManifestDigest, Plan
 from rig.store.queries import Queries
 from rig.store.schema import (
     ATTEMPT_TRIGGERS,
@@ -218,11 +218,11 @@ class PlanRecords(Queries):
 def write_plan(db: sqlite3.Connection, plan: Plan) -> None:
     """Images and conditions as rows; items as their cross product, built inside SQLite."""
     manifest = plan.manifest
-    digest = new_manifest_digest(manifest)
+    digest = ManifestDigest(manifest)
 
     def image_rows(rows: Iterable[ManifestRow]) -> Iterator[tuple[object, ...]]:
         for n, row in enumerate(rows):
-            digest_row(digest, row)
+            digest.add(row)
             yield n, row.image_id, row.study_id, row.source, row.file, labels_json(row.labels)
 
     db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)", image_rows(manifest.rows()))

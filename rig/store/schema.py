@@ -8,11 +8,14 @@ open and bring an older schema up to date, one additive step per transaction.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
 
 from rig.errors import ConfigError
+from rig.files import atomic_write
+from rig.manifest import cache_folder
 from rig.store.records import REASON_KIND
 
 SCHEMA_VERSION = "5"  # 2: attempts carry the shown frame id, QA verdict and registered crop; 3: every file's hash;
@@ -131,12 +134,16 @@ def statements(only_tables: tuple[str, ...] = ()) -> list[str]:
     return [s for s in stmts if any(f"TABLE {t}(" in s or f"ON {t}(" in s for t in only_tables)]
 
 
-CLEAN_NAME = DB_NAME + ".clean"  # beside the store: the file as the last writer left it when it closed cleanly
-
-
 def _identity(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _mark_file(path: Path) -> Path:
+    """Where the clean-close mark of the store at `path` is kept: in the user's cache folder, not the run
+    folder (which holds only what the run made; a refused run must leave nothing there)."""
+    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:40]
+    return cache_folder() / "stores" / f"{where}.json"
 
 
 def mark_clean(path: Path) -> None:
@@ -145,12 +152,13 @@ def mark_clean(path: Path) -> None:
     if Path(f"{path}-wal").exists():
         return
     with contextlib.suppress(OSError):
-        (path.parent / CLEAN_NAME).write_text(json.dumps(_identity(path)))
+        atomic_write(_mark_file(path), json.dumps(_identity(path)), make_dirs=True)
 
 
 def forget_clean(path: Path) -> None:
     """The store is about to change: the mark no longer describes it."""
-    (path.parent / CLEAN_NAME).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        _mark_file(path).unlink(missing_ok=True)
 
 
 def clean_mark(path: Path) -> bool | None:
@@ -158,7 +166,7 @@ def clean_mark(path: Path) -> bool | None:
     True: the store is byte for byte as this rig's last writer left it on a clean close (no WAL; same size,
     mtime, ctime and inode). False: it changed since (a copy, a restore from backup, any outside write)."""
     try:
-        mark = json.loads((path.parent / CLEAN_NAME).read_text())
+        mark = json.loads(_mark_file(path).read_text())
     except (OSError, ValueError):
         return None
     try:
