@@ -188,7 +188,8 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     full, small = make_data(args.work)
     cache = Path(tempfile.mkdtemp(prefix="rig-bench-cache-"))
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "SDL_VIDEODRIVER": "dummy", "PYGAME_HIDE_SUPPORT_PROMPT": "1"}
+    os.environ["XDG_CACHE_HOME"] = str(cache)  # this process writes to a store too (add_failed_attempts)
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "PYGAME_HIDE_SUPPORT_PROMPT": "1"}
     try:
         print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} (shared machine: ratios, not seconds)")
         csv_s = csv_read_s(full / "train.csv")
