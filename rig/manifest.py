@@ -29,7 +29,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".di
 DICOM_SUFFIXES = (".dcm", ".dicom")
 # A folder's DICOM files are identified by their tags: these become the manifest's columns (never a name).
 DICOM_COLUMNS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber")
-_UNIT = "\x1f"  # separates a kept row's fields
+KEPT_SEPARATOR = _UNIT = "\x1f"  # separates a kept row's fields: image ID, study ID, source, labels...
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL, newline, ...: never part of a real file name
 _CHEXPERT_PATH = re.compile(r"(?:^|/)(patient\d+)/(study\d+)/([^/]+)$")
 # A plainly good Path: plain names (no control character, backslash or empty part) ending in patient/study/file.
@@ -157,6 +157,11 @@ class Manifest:
             raise ConfigError(f"{self.describe}: the manifest lists no images; add some")
         self._sample = sample[::max(1, len(sample) // SAMPLE_SIZE)][:SAMPLE_SIZE]
         self._kept = kept
+
+    def kept_rows(self) -> list[str] | None:
+        """The kept rows as kept (image ID, study ID, source, then each label, joined by KEPT_SEPARATOR),
+        or None: for the run store's build, which turns them into its rows without row objects."""
+        return self._kept
 
     def forget_rows(self) -> None:
         """Let the kept rows go: later reads parse the CSV again."""

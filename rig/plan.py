@@ -70,6 +70,12 @@ class ManifestDigest:
         if len(self._batch) == 4096:
             self._flush()
 
+    def add_fields(self, image_id: str, source: str, labels: str | None) -> None:
+        """`add` for a row in pieces: `labels` already joined by '\x1e' (None: no label columns)."""
+        self._batch.append(f"{image_id}\x1e{source}" if labels is None else f"{image_id}\x1e{source}\x1e{labels}")
+        if len(self._batch) == 4096:
+            self._flush()
+
     def _flush(self) -> None:
         if self._batch:
             self._h.update(("\x1d".join(self._batch) + "\x1d").encode())

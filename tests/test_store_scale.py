@@ -167,3 +167,40 @@ def test_the_scale_manifest_reads_as_a_chexpert_manifest(tmp_path: Path) -> None
     assert len(rows) == 500 and len({r.image_id for r in rows}) == 500
     assert Manifest(csv_path, tmp_path, None).label_columns == CHEXPERT_COLUMNS[1:]
     assert 300 < len({r.study_id for r in rows}) < 500  # several views per study, as in CheXpert
+
+
+@pytest.mark.parametrize("columns", [["Sex", "Note"], []])
+def test_a_plan_built_from_the_kept_rows_equals_one_built_by_parsing(tmp_path: Path, columns: list[str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new run reads its manifest once (for the digest) and builds the store from the rows it kept:
+    the same images, labels and digest as a store built by parsing the CSV, tricky labels included."""
+    from rig.plan import manifest_digest
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing remembered: the digest reads the CSV
+
+    data = tmp_path / "data"
+    data.mkdir()
+    labels = [["Male", 'say "hi"'], ["", "é\\x"], ["Female", ""], ["1.0", "-1.0"]] if columns else [[]] * 4
+    lines = [",".join(["Path", *columns])]
+    for k, row in enumerate(labels):
+        quoted = ['"' + v.replace('"', '""') + '"' for v in row]
+        lines.append(",".join([f"CheXpert-v1.0-small/train/patient{k:05d}/study1/view1_frontal.jpg", *quoted]))
+    (data / "train.csv").write_text("\n".join(lines) + "\n")
+    path = session_file(tmp_path, data, rig_file(tmp_path))
+    session = load_session(path)
+
+    def built(name: str, digest_first: bool) -> tuple[list[tuple[object, ...]], str | None, tuple[str, int] | None]:
+        manifest = Manifest(session.manifest_csv, session.image_root, None)
+        digest = manifest_digest(manifest) if digest_first else None
+        assert (manifest.kept_rows() is not None) == digest_first
+        store = RunStore.create(tmp_path / name, path, Plan.of(session, manifest))
+        assert manifest.kept_rows() is None  # let go once the store has them
+        rows = store.db.execute("SELECT * FROM images ORDER BY image_no").fetchall()
+        stored = store.meta("manifest_digest")
+        store.close()
+        return rows, stored, digest
+
+    kept_rows, kept_digest, digest = built("kept", True)
+    parsed_rows, parsed_digest, _ = built("parsed", False)
+    assert kept_rows == parsed_rows and len(kept_rows) == 4
+    assert digest is not None and kept_digest == parsed_digest == digest[0]
