@@ -1,8 +1,10 @@
 """The run store's tables, their version, and the upgrades from older versions a run can resume.
 
-Opening a store reads it read-only first (after SQLite's quick_check), so an empty, foreign or damaged
-file is refused without a byte written; only then does a writable connection (WAL, synchronous=FULL)
-open and bring an older schema up to date, one additive step per transaction.
+Opening a store reads it read-only first, so an empty, foreign or damaged file is refused without a
+byte written; SQLite's full-file quick_check runs then unless the store is exactly as its last clean
+close left it (docs/decisions/0015). Only then does a writable connection (WAL, synchronous=FULL) open
+and bring an older schema up to date, one additive step per transaction. The counters `rig status`
+reads are kept by triggers, in the transaction of the write they count.
 """
 
 from __future__ import annotations
