@@ -143,19 +143,18 @@ def _status_steps(store: RunStore) -> int:
     return steps
 
 
-@pytest.mark.parametrize("failed", [20_000])
+@pytest.mark.parametrize("failed", [10_000])
 def test_status_does_not_rescan_the_attempts(tmp_path: Path, failed: int) -> None:
     path, plan = _plan(tmp_path, rows=2000)
     store = RunStore.create(tmp_path / "run", path, plan)
     _mixed_writes(store)
     few = _status_steps(store)
-    with store.transaction():  # as a long run with a broken camera leaves it: one failed attempt after another
-        store.db.executemany(
-            "INSERT INTO attempts(seq, status, reason, started_at) VALUES (?, 'failed', ?, 0)",
-            ((seq % 6000, f"camera: no photo in time (try {seq})") for seq in range(failed)))
+    store.db.execute("PRAGMA synchronous=OFF")  # the test's own speed: these commits need not survive a power cut
+    for k in range(failed):  # as a long run with a broken camera leaves it: one failed attempt after another
+        store.record_failure(k % 6000, f"camera: no photo in time (try {k})", max_attempts=None)
     many = _status_steps(store)
     assert many <= 2 * few + 10, f"status did {many} steps with {failed} more failed attempts, {few} before"
-    assert store.failure_kinds()["failed (camera)"] == failed + 1
+    assert store.failure_kinds()["lost (camera)"] == failed
     store.close()
 
 

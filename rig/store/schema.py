@@ -49,36 +49,33 @@ CREATE TABLE pauses(pause_id INTEGER PRIMARY KEY, paused_at REAL NOT NULL, reaso
 CREATE TABLE counters(name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 """
 
-# Counters ('item:<state>', 'attempt:<status>', 'kind:<failure kind>') change in the same statement, so the
-# same transaction, as the row they count: they cannot drift from a recount, whichever code writes.
-# The item triggers are created after a plan's bulk insert (one recount instead of a million upserts).
-_BUMP = ("INSERT INTO counters(name, n) SELECT {name}, {n} {source} WHERE true "
+# Counters: 'item:<state>' and 'attempt:<status>' are kept by triggers, in the same statement (so the same
+# transaction) as the row they count: no code path can forget them, plain SQL included. 'kind:<failure kind>'
+# needs Python (REASON_KIND) and SQLite triggers cannot call it from any connection, so the store's write
+# methods add them in the transaction that records the failure (`count_kinds`). The item triggers are
+# created after a plan's bulk insert (one counter row instead of a million upserts).
+_BUMP = ("INSERT INTO counters(name, n) VALUES ({name}, {n}) "
          "ON CONFLICT(name) DO UPDATE SET n = n + excluded.n;")
-_KINDS = "FROM json_each(rig_failure_kinds({r}.status, {r}.reason))"
 ATTEMPT_TRIGGERS = [
-    "CREATE TRIGGER attempt_added AFTER INSERT ON attempts BEGIN "
-    + _BUMP.format(name="'attempt:' || new.status", n=1, source="")
-    + _BUMP.format(name="'kind:' || value", n=1, source=_KINDS.format(r="new")) + " END",
-    "CREATE TRIGGER attempt_changed AFTER UPDATE OF status, reason ON attempts "
-    "WHEN old.status IS NOT new.status OR old.reason IS NOT new.reason BEGIN "
-    + _BUMP.format(name="'attempt:' || old.status", n=-1, source="")
-    + _BUMP.format(name="'kind:' || value", n=-1, source=_KINDS.format(r="old"))
-    + _BUMP.format(name="'attempt:' || new.status", n=1, source="")
-    + _BUMP.format(name="'kind:' || value", n=1, source=_KINDS.format(r="new")) + " END",
-    "CREATE TRIGGER attempt_removed AFTER DELETE ON attempts BEGIN "
-    + _BUMP.format(name="'attempt:' || old.status", n=-1, source="")
-    + _BUMP.format(name="'kind:' || value", n=-1, source=_KINDS.format(r="old")) + " END",
+    "CREATE TRIGGER IF NOT EXISTS attempt_added AFTER INSERT ON attempts BEGIN "
+    + _BUMP.format(name="'attempt:' || new.status", n=1) + " END",
+    "CREATE TRIGGER IF NOT EXISTS attempt_changed AFTER UPDATE OF status ON attempts "
+    "WHEN old.status IS NOT new.status BEGIN "
+    + _BUMP.format(name="'attempt:' || old.status", n=-1)
+    + _BUMP.format(name="'attempt:' || new.status", n=1) + " END",
+    "CREATE TRIGGER IF NOT EXISTS attempt_removed AFTER DELETE ON attempts BEGIN "
+    + _BUMP.format(name="'attempt:' || old.status", n=-1) + " END",
 ]
 ITEM_TRIGGERS = [
-    "CREATE TRIGGER item_added AFTER INSERT ON items BEGIN "
-    + _BUMP.format(name="'item:' || new.state", n=1, source="") + " END",
-    "CREATE TRIGGER item_changed AFTER UPDATE OF state ON items WHEN old.state IS NOT new.state BEGIN "
-    + _BUMP.format(name="'item:' || old.state", n=-1, source="")
-    + _BUMP.format(name="'item:' || new.state", n=1, source="") + " END",
-    "CREATE TRIGGER item_removed AFTER DELETE ON items BEGIN "
-    + _BUMP.format(name="'item:' || old.state", n=-1, source="") + " END",
+    "CREATE TRIGGER IF NOT EXISTS item_added AFTER INSERT ON items BEGIN "
+    + _BUMP.format(name="'item:' || new.state", n=1) + " END",
+    "CREATE TRIGGER IF NOT EXISTS item_changed AFTER UPDATE OF state ON items WHEN old.state IS NOT new.state BEGIN "
+    + _BUMP.format(name="'item:' || old.state", n=-1)
+    + _BUMP.format(name="'item:' || new.state", n=1) + " END",
+    "CREATE TRIGGER IF NOT EXISTS item_removed AFTER DELETE ON items BEGIN "
+    + _BUMP.format(name="'item:' || old.state", n=-1) + " END",
 ]
-# A full recount: what the counters must always equal (an upgrade starts from it, tests compare with it).
+# A full recount: what the counters must always equal (an upgrade starts from it, a replan ends with it).
 RECOUNT_ITEMS = "SELECT 'item:' || state, COUNT(*) FROM items GROUP BY state"
 RECOUNT_ATTEMPTS = ("SELECT 'attempt:' || status, COUNT(*) FROM attempts GROUP BY status UNION ALL "
                     "SELECT 'kind:' || value, COUNT(*) FROM attempts, json_each(rig_failure_kinds(status, reason)) "
@@ -96,20 +93,27 @@ def recount_statements(items: bool = True, attempts: bool = True) -> list[str]:
     return stmts
 
 
-def failure_kinds(status: str | None, reason: str | None) -> str:
-    """SQL function rig_failure_kinds: the kinds (a JSON list) an attempt counts under in `rig status`:
+def failure_kinds(status: str | None, reason: str | None) -> list[str]:
+    """The kinds an attempt counts under in `rig status`:
     "qa: wrong frame: ...; sharpness: ..." rejected -> ["rejected (wrong frame)", "rejected (sharpness)"]."""
     if status == "interrupted":
-        return '["interrupted by a stop"]'
+        return ["interrupted by a stop"]
     if status not in ("failed", "rejected", "lost"):
-        return "[]"
-    found = [f"{status} ({k})" for k in REASON_KIND.findall((reason or "").removeprefix("qa: "))]
-    return json.dumps(found or [status])
+        return []
+    return [f"{status} ({k})" for k in REASON_KIND.findall((reason or "").removeprefix("qa: "))] or [status]
+
+
+def count_kinds(db: sqlite3.Connection, status: str, reason: str | None) -> None:
+    """Count a failed, rejected, lost or interrupted attempt under its kinds; call it in the transaction
+    that records the attempt with that status and reason."""
+    db.executemany("INSERT INTO counters(name, n) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET n = n + 1",
+                   [(f"kind:{kind}",) for kind in failure_kinds(status, reason)])
 
 
 def add_functions(conn: sqlite3.Connection) -> None:
-    """What the triggers call; every connection of this rig that writes attempts has it."""
-    conn.create_function("rig_failure_kinds", 2, failure_kinds, deterministic=True)
+    """rig_failure_kinds(status, reason) for SQL: a recount of the kinds (an upgrade) runs in SQLite."""
+    conn.create_function("rig_failure_kinds", 2, lambda status, reason: json.dumps(failure_kinds(status, reason)),
+                         deterministic=True)
 
 PLAN_TABLES = ("items", "images", "conditions")  # what a replan rebuilds
 
@@ -119,10 +123,11 @@ UPGRADES: dict[str | None, list[str]] = {
           "CREATE TABLE pauses(pause_id INTEGER PRIMARY KEY, paused_at REAL NOT NULL, reason TEXT NOT NULL, "
           "resumed_at REAL)",
           "UPDATE meta SET value = '4' WHERE key = 'schema'"],
-    "4": ["CREATE INDEX items_failed ON items(seq) WHERE state = 'failed'",
-          "CREATE INDEX attempts_accepted_at ON attempts(finished_at) WHERE status = 'accepted'",
-          "CREATE INDEX attempts_frame ON attempts(frame_id)",
-          "CREATE TABLE counters(name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+    # IF NOT EXISTS: a store that already has some of it (a test makes "schema 3" from a current store) upgrades too
+    "4": ["CREATE INDEX IF NOT EXISTS items_failed ON items(seq) WHERE state = 'failed'",
+          "CREATE INDEX IF NOT EXISTS attempts_accepted_at ON attempts(finished_at) WHERE status = 'accepted'",
+          "CREATE INDEX IF NOT EXISTS attempts_frame ON attempts(frame_id)",
+          "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
           *ATTEMPT_TRIGGERS, *ITEM_TRIGGERS, *recount_statements(),
           "UPDATE meta SET value = '5' WHERE key = 'schema'"],
 }
