@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-__all__ = ["CHEXPERT_COLUMNS", "LABELS", "make_demo_data", "main", "write_phantom"]
+__all__ = ["CHEXPERT_COLUMNS", "CHEXPERT_TRAIN_ROWS", "LABELS", "make_demo_data", "main", "write_phantom",
+           "write_scale_manifest"]
 
 LABELS: tuple[str, ...] = (
     "No Finding",
@@ -452,6 +455,65 @@ def make_demo_data(out_dir: Path, count: int = 14, seed: int = 0) -> Path:
         writer = csv.DictWriter(f, fieldnames=list(CHEXPERT_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
+    return manifest
+
+
+CHEXPERT_TRAIN_ROWS = 223_414  # images in CheXpert's training manifest (64,540 patients, 187,641 studies)
+
+
+def write_scale_manifest(out_dir: Path, rows: int = CHEXPERT_TRAIN_ROWS, images: list[Path] | None = None,
+                         seed: int = 0) -> Path:
+    """Write a CheXpert-form `train.csv` of `rows` rows (the full training manifest by default) for
+    scale tests and benchmarks; return its path.
+
+    Drawing 223,414 phantoms would take hours, so rows are laid out like CheXpert's (about 1.2 images
+    per study, 2.9 studies per patient, with labels) but no image is drawn. With `images`, every row's
+    path under `out_dir` is a relative symbolic link to a copy of one of them in `out_dir/sources`, in
+    turn (`make_demo_data` ones, say; inside the image root, as the rig requires): the rig then shows
+    and photographs real images while the manifest keeps its full size.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources: list[Path] = []
+    for k, image in enumerate(images or []):
+        copy = out_dir / "sources" / f"{k}{Path(image).suffix}"
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copyfile(image, copy)
+        sources.append(copy)
+    rng = np.random.default_rng(seed)
+    # Per row: does it start a new study, and does that study start a new patient (CheXpert's ratios).
+    new_study = rng.random(rows) < 187_641 / CHEXPERT_TRAIN_ROWS
+    new_patient = rng.random(rows) < 64_540 / 187_641
+    ages = rng.integers(18, 91, rows)
+    label_draws = rng.random((rows, len(_LABEL_ODDS)))
+    odds = np.array(list(_LABEL_ODDS.values()))
+    cuts = np.cumsum(odds, axis=1)  # (findings, 3): positive, negative, uncertain upper bounds
+    codes = (label_draws[:, :, None] >= cuts[None, :, :]).sum(axis=2)  # 0 pos, 1 neg, 2 unc, 3 blank
+    values = np.array(["1.0", "0.0", "-1.0", ""])[codes]
+    support = list(_LABEL_ODDS).index("Support Devices")
+    findings = np.delete(codes, support, axis=1)
+    no_finding = np.where(((findings == 0) | (findings == 2)).any(axis=1), "", "1.0")
+    manifest = out_dir / "train.csv"
+    patient = study = view = 0
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(CHEXPERT_COLUMNS)
+        for i in range(rows):
+            if i == 0 or new_study[i]:
+                if i == 0 or new_patient[i]:
+                    patient, study = patient + 1, 0
+                study, view = study + 1, 0
+            view += 1
+            lateral = view > 1
+            name = f"view{view}_{'lateral' if lateral else 'frontal'}.jpg"
+            rel = f"{DATASET_DIR}/train/patient{patient:05d}/study{study}/{name}"
+            writer.writerow((rel, "Female" if i % 2 else "Male", str(ages[i]), "Lateral" if lateral else "Frontal",
+                             "" if lateral else ("AP" if i % 5 else "PA"), no_finding[i], *values[i]))
+            if sources:
+                link = out_dir / rel
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.unlink(missing_ok=True)
+                link.symlink_to(os.path.relpath(sources[i % len(sources)], link.parent))
     return manifest
 
 

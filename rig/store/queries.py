@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rig.plan import PlannedCondition
 from rig.store.base import StoreBase
-from rig.store.records import REASON_KIND, Counts, Item
+from rig.store.records import Counts, Item
 
 
 class Queries(StoreBase):
@@ -44,12 +44,15 @@ class Queries(StoreBase):
         return Item(s, rep, att, iid, sid, Path(f), self.conditions()[c])
 
     def counts(self) -> Counts:
-        by_state = dict(self.db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
-        failed_attempts = self.db.execute(
-            "SELECT COUNT(*) FROM attempts WHERE status IN ('failed', 'interrupted', 'rejected', 'lost')").fetchone()[0]
-        planned = sum(by_state.values())
-        return Counts(planned, by_state.get("done", 0), by_state.get("failed", 0),
-                      by_state.get("pending", 0), failed_attempts)
+        """Items by state and failed attempts, from the counters the triggers keep (no scan at any size)."""
+        n = self.counters()
+        failed_attempts = sum(n.get(f"attempt:{s}", 0) for s in ("failed", "interrupted", "rejected", "lost"))
+        return Counts(sum(v for k, v in n.items() if k.startswith("item:")), n.get("item:done", 0),
+                      n.get("item:failed", 0), n.get("item:pending", 0), failed_attempts)
+
+    def counters(self) -> dict[str, int]:
+        """Every counter ('item:<state>', 'attempt:<status>', 'kind:<failure kind>') that is not zero."""
+        return dict(self.db.execute("SELECT name, n FROM counters WHERE n != 0").fetchall())
 
     def recent_rate(self, window: int = 50) -> float | None:
         """Accepted captures per second over the last `window` captures (None if too few)."""
@@ -61,16 +64,9 @@ class Queries(StoreBase):
         return float((len(times) - 1) / (times[0] - times[-1]))
 
     def failure_kinds(self) -> dict[str, int]:
-        """Failed, rejected and interrupted attempts by kind of reason ("wrong frame", "coverage", ...)."""
-        kinds: dict[str, int] = {}
-        for status, reason in self.db.execute(
-                "SELECT status, reason FROM attempts WHERE status IN ('failed', 'rejected', 'interrupted', 'lost')"):
-            if status == "interrupted":
-                found = ["interrupted by a stop"]
-            else:  # "qa: wrong frame: ...; sharpness: ..." -> wrong frame, sharpness
-                found = [f"{status} ({k})" for k in REASON_KIND.findall((reason or "").removeprefix("qa: "))]
-            for kind in found or [status]:
-                kinds[kind] = kinds.get(kind, 0) + 1
+        """Failed, rejected and interrupted attempts by kind of reason ("wrong frame", "coverage", ...),
+        from the counters (rig/store/schema.py: failure_kinds says how a reason is sorted)."""
+        kinds = {k.removeprefix("kind:"): n for k, n in self.counters().items() if k.startswith("kind:")}
         return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
 
     def failed_items(self, limit: int = 20) -> list[tuple[str, str, int, str]]:

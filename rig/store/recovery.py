@@ -8,6 +8,7 @@ import time
 
 from rig.files import temp_name
 from rig.store.base import StoreBase
+from rig.store.schema import count_kinds
 
 
 class Recovery(StoreBase):
@@ -24,4 +25,5 @@ class Recovery(StoreBase):
                     """UPDATE attempts SET status = 'interrupted', finished_at = ?,
                        reason = 'the run stopped before this photo was committed' WHERE attempt_id = ?""",
                     (time.time(), attempt_id))
+                count_kinds(self.db, "interrupted", None)
         return len(rows)

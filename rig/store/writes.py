@@ -19,6 +19,7 @@ from rig.devices import CameraFile
 from rig.files import atomic_write, temp_name
 from rig.store.base import StoreBase
 from rig.store.records import Capture, Item
+from rig.store.schema import count_kinds
 
 
 def write_photo_file(final: Path, data: bytes) -> str:
@@ -49,6 +50,7 @@ class CaptureWrites(StoreBase):
                                        lights, timing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (seq, "failed" if max_attempts is not None else "lost", reason, capture.started_at if capture else now,
                  now, capture.frame_id if capture else None, *(_json_or_none(x) for x in recorded)))
+            count_kinds(self.db, "failed" if max_attempts is not None else "lost", reason)
             if max_attempts is not None:
                 self.db.execute(
                     """UPDATE items SET attempts = attempts + 1, reason = ?,
@@ -89,6 +91,7 @@ class CaptureWrites(StoreBase):
                    file_hashes = ?, timing = ? WHERE attempt_id = ?""",
                 (reason, time.time(), len(files[0].data), hashes[0], _file_hashes(rels, hashes, files, None),
                  _timing(capture, started), attempt_id))
+            count_kinds(self.db, "rejected", reason)
             self.db.execute(
                 """UPDATE items SET attempts = attempts + 1, reason = ?,
                    state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'pending' END WHERE seq = ?""",
