@@ -76,7 +76,7 @@ class _Pose:
     glass: np.ndarray  # float32 mask of the screen's front glass (screen + bezel)
     diffuse: np.ndarray  # float32: reflected room light per unit illuminance (screen, bezel, wall)
     screen_gain: np.ndarray  # float32 (h, w, 3): exposure x white balance x vignetting x moire
-    room_gain: np.ndarray  # float32 (h, w, 3): exposure x white balance x vignetting
+    room_gain: np.ndarray  # float32 (h, w, 3): exposure x white balance x vignetting (one array for every pose)
     blur_sigma: float
 
 
@@ -111,6 +111,7 @@ class Studio:
         self._poses: OrderedDict[tuple[object, ...], _Pose] = OrderedDict()
         self._maps: tuple[np.ndarray, np.ndarray] | None = None
         self._vignette: np.ndarray | None = None
+        self._room: np.ndarray | None = None
         self._noise_bank: np.ndarray | None = None
 
     # ------------------------------------------------------------ ground truth
@@ -230,11 +231,12 @@ class Studio:
         diffuse = screen * mon.reflectance + (monitor - screen) * _BEZEL_ALBEDO + (1 - monitor) * sim.wall_albedo * yy
         depth = float(t[2])
         sigma = self._blur_sigma(depth)
-        room_gain = np.float32(sim.exposure_gain) * np.asarray(sim.white_balance, np.float32)[None, None, :]
-        if sim.effects.vignetting and sim.vignetting:
-            room_gain = self._vignetting()[..., None] * room_gain
-        room_gain = np.ascontiguousarray(np.broadcast_to(room_gain, (ph, pw, 3)), np.float32)
-        screen_gain = room_gain * self._moire(H_cont, screen, sigma) if sim.effects.moire else room_gain
+        room_gain = self._room_gain()
+        if sim.effects.moire:
+            screen_gain = self._moire(H_cont, screen, sigma)
+            screen_gain *= room_gain
+        else:
+            screen_gain = room_gain
         pose = _Pose(R, t, H, monitor, diffuse.astype(np.float32), screen_gain, room_gain, sigma)
         self._poses[key] = pose
         if len(self._poses) > 6:
@@ -262,15 +264,7 @@ class Studio:
         """
         sim, mon = self.sim, self.sim.monitor
         pw, ph = self.photo_size
-        Hinv = np.linalg.inv(H_cont)
-        xs, ys = np.meshgrid(np.arange(pw, dtype=np.float32), np.arange(ph, dtype=np.float32))
-        Hi = Hinv.astype(np.float32)
-        den = Hi[2, 0] * xs + Hi[2, 1] * ys + Hi[2, 2]
-        u = (Hi[0, 0] * xs + Hi[0, 1] * ys + Hi[0, 2]) / den
-        v = (Hi[1, 0] * xs + Hi[1, 1] * ys + Hi[1, 2]) / den
-        # Derivatives of the projective map (screen pixels per sensor pixel), exact.
-        dux, duy = (Hi[0, 0] - u * Hi[2, 0]) / den, (Hi[0, 1] - u * Hi[2, 1]) / den
-        dvx, dvy = (Hi[1, 0] - v * Hi[2, 0]) / den, (Hi[1, 1] - v * Hi[2, 1]) / den
+        Hi = np.linalg.inv(H_cont).astype(np.float32)
         ap = sim.lens.sensor_fill
 
         def attenuation(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -278,15 +272,26 @@ class Studio:
             att: np.ndarray = _sinc(np.float32(ap) * dx) * _sinc(np.float32(ap) * dy) * mtf
             return att
 
-        au = np.float32(2 * np.sinc(mon.fill / 3)) * attenuation(dux, duy)  # one colour stripe per third of a pixel
-        av = np.float32(2 * np.sinc(mon.fill)) * attenuation(dvx, dvy)  # black matrix between pixel rows
-        mv = 1 + av * np.cos(np.float32(2 * np.pi) * v)
-        out = np.empty((ph, pw, 3), np.float32)
-        for c in range(3):
-            mu = 1 + au * np.cos(np.float32(2 * np.pi) * (u - np.float32((c + 0.5) / 3)))
-            out[..., c] = np.clip(mu * mv, 0, None)
-        inside = screen[..., None]
-        grid: np.ndarray = out * inside + (1 - inside)
+        grid = np.empty((ph, pw, 3), np.float32)
+        band = 128  # rows at a time: the float temporaries of a whole 24 MP photo would take gigabytes
+        for y0 in range(0, ph, band):
+            y1 = min(ph, y0 + band)
+            xs, ys = np.meshgrid(np.arange(pw, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+            den = Hi[2, 0] * xs + Hi[2, 1] * ys + Hi[2, 2]
+            u = (Hi[0, 0] * xs + Hi[0, 1] * ys + Hi[0, 2]) / den
+            v = (Hi[1, 0] * xs + Hi[1, 1] * ys + Hi[1, 2]) / den
+            # Derivatives of the projective map (screen pixels per sensor pixel), exact.
+            dux, duy = (Hi[0, 0] - u * Hi[2, 0]) / den, (Hi[0, 1] - u * Hi[2, 1]) / den
+            dvx, dvy = (Hi[1, 0] - v * Hi[2, 0]) / den, (Hi[1, 1] - v * Hi[2, 1]) / den
+            au = np.float32(2 * np.sinc(mon.fill / 3)) * attenuation(dux, duy)  # one colour stripe per third of a px
+            av = np.float32(2 * np.sinc(mon.fill)) * attenuation(dvx, dvy)  # black matrix between pixel rows
+            mv = 1 + av * np.cos(np.float32(2 * np.pi) * v)
+            inside = screen[y0:y1, :, None]
+            out = grid[y0:y1]
+            for c in range(3):
+                mu = 1 + au * np.cos(np.float32(2 * np.pi) * (u - np.float32((c + 0.5) / 3)))
+                out[..., c] = np.clip(mu * mv, 0, None)
+            out[:] = out * inside + (1 - inside)
         return grid
 
     def _distortion_maps(self) -> tuple[np.ndarray, np.ndarray]:
@@ -323,6 +328,17 @@ class Studio:
             cos4 = 1.0 / (1.0 + xs ** 2 + ys ** 2) ** 2
             self._vignette = (1 - self.sim.vignetting * (1 - cos4)).astype(np.float32)
         return self._vignette
+
+    def _room_gain(self) -> np.ndarray:
+        """Exposure x white balance x vignetting per photo pixel: the same at every pose (computed once)."""
+        if self._room is None:
+            sim = self.sim
+            pw, ph = self.photo_size
+            gain = np.float32(sim.exposure_gain) * np.asarray(sim.white_balance, np.float32)[None, None, :]
+            if sim.effects.vignetting and sim.vignetting:
+                gain = self._vignetting()[..., None] * gain
+            self._room = np.ascontiguousarray(np.broadcast_to(gain, (ph, pw, 3)), np.float32)
+        return self._room
 
     def illuminance(self, scene: Scene) -> float:
         """Room light falling on the screen: ambient plus each lamp (inverse square, cosine)."""
@@ -383,14 +399,17 @@ class Studio:
             reflected += self._glare(scene, pose)
         # Exposure, white balance and vignetting (the field angle of the undistorted ray) are folded into
         # per-pose gain fields; the moire modulates only the screen's own light.
-        emission *= pose.screen_gain
-        emission += reflected[..., None] * pose.room_gain
+        # Channel by channel and in place: a photo's float temporaries are what the simulator's memory peaks on.
         img = emission
+        img *= pose.screen_gain
+        for c in range(3):
+            img[..., c] += reflected * pose.room_gain[..., c]
+        del emission, reflected
         if sim.effects.distortion:
             mx, my = self._distortion_maps()
             img = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if pose.blur_sigma > 0.3:
-            img = cv2.GaussianBlur(img, (0, 0), pose.blur_sigma)
+            cv2.GaussianBlur(img, (0, 0), pose.blur_sigma, dst=img)
         return img
 
     def render(self, scene: Scene) -> np.ndarray:
@@ -400,10 +419,14 @@ class Studio:
         img *= np.float32(_ENC_STEPS)
         np.clip(img, 0, _ENC_STEPS, out=img)
         idx = img.astype(np.uint16)
+        del img
         out = np.take(_ENC, idx)  # the camera's tone curve (sRGB-like), float 8-bit units
         if sim.effects.noise and (sim.noise or sim.shot_noise):
             sigma = np.sqrt(sim.noise ** 2 + sim.shot_noise * _ENC).astype(np.float32)
-            out += self._noise() * np.take(sigma, idx)
+            noise = np.take(sigma, idx)
+            noise *= self._noise()
+            out += noise
+            del noise
         out += np.float32(0.5)
         np.clip(out, 0, 255, out=out)
         return out.astype(np.uint8)
