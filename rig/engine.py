@@ -445,7 +445,7 @@ class Engine:
             job.handed = time.monotonic()
             job.capture.timing["download"] = job.handed - t
         except CameraUnavailable as e:
-            self._shared.pause = str(e)
+            self._pause_for(str(e))
             job.failure = f"download: {e}"
             job.max_attempts = None
         except (CameraError, DeviceError) as e:
@@ -454,7 +454,11 @@ class Engine:
             if job.invalid is None:  # an invalid photo is kept as rejected without judging it
                 assert job.expected is not None
                 register = self.session.config.qa.save_registered and job.expected.layout is not None
-                job.judged = qa_pool.submit(self._judge, [f.data for f in job.files], job.expected, register)
+                try:
+                    job.judged = qa_pool.submit(self._judge, [f.data for f in job.files], job.expected, register)
+                except RuntimeError:  # the pool is shut: the run was abandoned while this download hung
+                    if not self.abandon.is_set():
+                        raise
 
     def _judge(self, files: list[bytes], expected: Expected, register: bool) -> _Judged:
         """QA of one capture, on a QA thread with that thread's own PhotoQA."""
@@ -551,11 +555,19 @@ class Engine:
         label = item.condition.label
         self._streak = (n + 1, common, labels | {label}) if common else (1, kinds, {label})
         n, common, labels = self._streak
-        if limit and n >= limit and not self._shared.pause:
+        if limit and n >= limit and self._pause_for(
+                f"{n} consecutive items under {', '.join(sorted(labels))} failed the same check "
+                f"({', '.join(sorted(common))}), the last with: {failure}; fix the cause, then "
+                "retake them by adding --retry-failed"):
             self._shared.halted = True
-            self._shared.pause = (f"{n} consecutive items under {', '.join(sorted(labels))} failed the same check "
-                                  f"({', '.join(sorted(common))}), the last with: {failure}; fix the cause, then "
-                                  "retake them by adding --retry-failed")
+
+    def _pause_for(self, reason: str) -> bool:
+        """Pause the run for `reason` (download or writer thread); the first reason stands. True if it did."""
+        with self._shared.lock:
+            if self._shared.pause:
+                return False
+            self._shared.pause = reason
+            return True
 
 
 def _prepare(path: Path, width: int, height: int, root: Path | None, band: int, max_pixels: int,

@@ -188,6 +188,8 @@ def _decode(path: Path, mode: Mode, max_pixels: int, registry: DecoderRegistry, 
         image = decoder.reduced(path, mode, factor) if decoder.reduced and factor > 1 else None
         if image is None:
             image = decoder.decode(path, mode, window)
+            if image is not None:  # decoded whole: its own shape (a decoder may turn it upright, e.g. EXIF)
+                w, h = image.shape[1], image.shape[0]
     except ImageError:
         raise
     except Exception as e:  # cv2.error, MemoryError, ...: whatever the decoder raises fails this image only

@@ -98,9 +98,9 @@ class Manifest:
             return None
         try:
             facts: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError):
+            self._sample = [str(f) for f in facts.get("sample", [])]
+        except (OSError, ValueError, AttributeError, TypeError):  # unreadable or not what remember() wrote
             return None
-        self._sample = [str(f) for f in facts.get("sample", [])]
         return facts
 
     def remember(self, what: str, facts: dict[str, Any]) -> None:

@@ -95,8 +95,8 @@ def manifest_digest(manifest: Manifest) -> tuple[str, int]:
     Reading every row also checks the whole manifest; a CSV whose bytes were read (and found good) before
     is not read again (Manifest.recall): a resume starts in well under its 2 s."""
     known = manifest.recall(DIGEST_FORMAT)
-    if known is not None:
-        return str(known["digest"]), int(known["rows"])
+    if known is not None and isinstance(known.get("digest"), str) and isinstance(known.get("rows"), int):
+        return known["digest"], known["rows"]
     h = ManifestDigest(manifest)
     n = 0
     for row in manifest.rows(keep=True):  # kept: a new run's store takes the rows without a second parse

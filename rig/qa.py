@@ -97,8 +97,13 @@ def decode_photo(data: bytes, scale: int = 1) -> np.ndarray | None:
         return None
     if scale > 1 and not is_jpeg(data):
         h, w = img.shape[:2]
-        img = cv2.resize(img, (-(-w // scale), -(-h // scale)), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(img, (_reduced(w, scale), _reduced(h, scale)), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _reduced(length: int, scale: int) -> int:
+    """A side of `length` px decoded at 1/scale (rounded up, as libjpeg and decode_photo do)."""
+    return -(-length // scale)
 
 
 def is_jpeg(data: bytes) -> bool:
@@ -242,7 +247,11 @@ class PhotoQA:
         coarser one would do: the verdict is always the coarsest sufficient scale's, whatever came
         before)."""
         for data in files:
-            verdict = self._check_file(data, expected, register)
+            try:
+                verdict = self._check_file(data, expected, register)
+            except Exception as e:  # any bytes get a verdict: one odd photo must never stop the run
+                detail = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+                verdict = Verdict(reasons=[f"photo cannot be checked: {detail}"])
             if verdict is not None:
                 break
         else:
@@ -270,11 +279,17 @@ class PhotoQA:
                 break
             if size is None or scale == 1:
                 size = (photo.shape[1], photo.shape[0])
+            elif _reduced(size[0], scale) != photo.shape[1] and _reduced(size[1], scale) == photo.shape[1]:
+                size = (size[1], size[0])  # the decoder turned it upright (a PNG's EXIF orientation): so is its size
             timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - start
             verdict = tried[scale] = self._check(photo, scale, size, expected, register, timings, predicted,
                                                  predict=True)
             magnification = _xray_magnification(verdict.homography, expected)
             if magnification is None:  # no registration: nothing says what scale the x-ray needs
+                self._span = None  # nor what the next photo's will be
+                if expected.layout is not None and scale > 1 and 1 not in tried:
+                    scale, predicted, start = 1, None, time.perf_counter()  # markers too small at this scale?
+                    continue
                 break
             self._span = magnification / max(size)
             wanted = coarsest_scale(magnification, need)
@@ -412,6 +427,9 @@ class PhotoQA:
                 if verdict.sharpness < self.config.min_sharpness:
                     verdict.reasons.append(f"sharpness: {verdict.sharpness:.2f} of the x-ray's detail kept "
                                            f"(needs {self.config.min_sharpness:g})")
+        if area.size == 0:
+            verdict.reasons.append("coverage: the photo is too small to show the x-ray")
+            return
         r, g, b = cv2.split(np.ascontiguousarray(area))
         brightest = cv2.max(cv2.max(r, g), b)
         verdict.clipped = cv2.countNonZero(cv2.inRange(brightest, _CLIP_LEVEL, 255)) / brightest.size

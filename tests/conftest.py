@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 # These tests' operator has the venv's `rig` on PATH (README), so hints say plain `rig`;
 # tests/test_command_hints.py checks a fresh shell without it.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# rig remembers manifests and clean store closes in the user's cache folder (ADR 0015): the suite keeps its own,
+# so it neither reads what an operator's runs left nor leaves anything in their home.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="rig-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 RIG_BIN = [sys.executable, "-m", "rig.cli"]

@@ -89,3 +89,27 @@ def test_a_jpeg_far_larger_than_its_screen_area_is_decoded_at_a_dct_reduced_size
     assert fast.source_size == (2320, 2828)
     expected = cv2.resize(full, (w, h), interpolation=cv2.INTER_AREA)
     assert np.abs(fast.canvas[y:y + h, x:x + w].astype(int) - expected).mean() < 1.0
+
+
+def _png_turned_by_exif(image: np.ndarray) -> bytes:
+    """A PNG whose eXIf chunk says 'rotate 90 degrees clockwise to view' (orientation 6)."""
+    import struct
+    import zlib
+
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    tiff = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">HHHIHH", 1, 0x0112, 3, 1, 6, 0) + b"\x00\x00\x00\x00"
+    chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
+    data = png.tobytes()
+    ihdr_end = 8 + 8 + 13 + 4
+    return data[:ihdr_end] + chunk + data[ihdr_end:]
+
+
+def test_a_png_the_decoder_turns_upright_is_letterboxed_as_shown(tmp_path: Path) -> None:
+    path = tmp_path / "turned.png"
+    path.write_bytes(_png_turned_by_exif(np.full((300, 600, 3), 200, np.uint8)))
+    shown = decode_image(path)
+    prepared = prepare(path, 1600, 1200)
+    x, y, w, h = prepared.xray
+    assert prepared.source_size == (shown.shape[1], shown.shape[0])
+    assert abs(w / h - shown.shape[1] / shown.shape[0]) < 0.01

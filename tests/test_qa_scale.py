@@ -207,6 +207,17 @@ def test_empty_or_damaged_files_get_the_one_reason_verdict_never_an_exception(se
     assert v.reasons == ["no file from the camera decodes as an image"] and png is None
 
 
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (5, 1)])
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_a_photo_too_small_to_check_gets_a_verdict_never_an_exception(setup: Setup, shape: tuple[int, int],
+                                                                      ext: str) -> None:
+    ok, data = cv2.imencode(ext, np.full((*shape, 3), 128, np.uint8))
+    assert ok
+    for expected in (setup.expected, replace(setup.expected, layout=None, frame_id=None)):
+        v, png = PhotoQA(QAConfig()).check_files([data.tobytes()], expected)
+        assert not v.ok and png is None, v
+
 def _predicted(v: Verdict) -> bool:
     """Whether QA found every marker where the instance's last photo had it (False before it could)."""
     return bool(getattr(v, "predicted", False))

@@ -203,3 +203,26 @@ def test_a_plan_built_from_the_kept_rows_equals_one_built_by_parsing(tmp_path: P
     parsed_rows, parsed_digest, _ = built("parsed", False)
     assert kept_rows == parsed_rows and len(kept_rows) == 4
     assert digest is not None and kept_digest == parsed_digest == digest[0]
+
+
+def test_a_status_that_upgrades_an_unchecked_store_does_not_mark_it_clean(tmp_path: Path) -> None:
+    """The last run of the previous rig version crashed (no clean-close mark); `rig status` opens without
+    quick_check and upgrades the schema: that must not leave a mark sparing the next run its check."""
+    from rig.store.schema import DB_NAME, clean_mark, forget_clean
+
+    path, plan = _plan(tmp_path)
+    RunStore.create(tmp_path / "run", path, plan).close()
+    db_file = tmp_path / "run" / DB_NAME
+    with sqlite3.connect(db_file) as db:
+        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            db.execute(f"DROP TRIGGER {name}")
+        for name in ("items_failed", "attempts_accepted_at", "attempts_frame"):
+            db.execute(f"DROP INDEX {name}")
+        db.execute("DROP TABLE counters")
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema'")
+    db.close()
+    forget_clean(db_file)  # a crash leaves no mark
+    status = RunStore(tmp_path / "run", reading=True)
+    assert status.meta("schema") == "5"
+    status.close()
+    assert clean_mark(db_file) is not True

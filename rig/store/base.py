@@ -37,6 +37,9 @@ class StoreBase:
         path = root / DB_NAME
         mark = clean_mark(path)
         scan = not checked and (mark is False if reading else mark is not True)
+        # Only a store known sound may be marked clean on close: a status that skipped the check and then
+        # wrote (a schema upgrade) must not spare the next run its quick_check.
+        self._sound = checked or scan or mark is True
         schema = checked_schema(path, scan=scan)  # read-only first: a refused file stays untouched
         if schema not in (SCHEMA_VERSION, *UPGRADES):
             raise ConfigError(f"{root}: this run store has schema {schema}, this rig writes schema {SCHEMA_VERSION}; "
@@ -67,7 +70,7 @@ class StoreBase:
 
     def close(self) -> None:
         self.db.close()
-        if self._wrote:  # the last writer out leaves the mark that spares the next open its quick_check
+        if self._wrote and self._sound:  # the last writer out leaves the mark that spares the next open its check
             mark_clean(self.root / DB_NAME)
 
     @contextmanager
