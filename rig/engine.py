@@ -25,8 +25,6 @@ readback is stored with the photo.
 from __future__ import annotations
 
 import collections
-import contextlib
-import ctypes
 import logging
 import queue
 import threading
@@ -56,18 +54,6 @@ log = logging.getLogger(__name__)
 # rejected photo is retaken a few shots later, usually still at its pose.
 BACKLOG = 4
 QA_THREADS = 2  # OpenCV releases the GIL: two photos are judged at once on two cores
-
-
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
-
-
-def hand_large_buffers_back() -> None:
-    """Have glibc map every allocation of 1 MB or more on its own, so a freed photo or frame goes back to
-    the OS at once. By default glibc raises that threshold after the first large free and keeps freed
-    buffers in each thread's arena: with the download, QA, writer and prefetch threads each holding a
-    few photos' worth, a run's memory grew by about 60 MB it never used again. Elsewhere: a no-op."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 1 << 20)
 
 
 @dataclass
@@ -177,7 +163,6 @@ class Engine:
 
     def run(self) -> RunResult:
         t0 = time.monotonic()
-        hand_large_buffers_back()
         self.store.end_pauses()  # before the stages start: the store has one writer at a time
         qa_pool = ThreadPoolExecutor(max_workers=self.qa_threads, thread_name_prefix="rig-qa")
         downloader = threading.Thread(target=self._downloader, args=(qa_pool,), name="rig-download", daemon=True)
