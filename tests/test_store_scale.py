@@ -100,13 +100,9 @@ def test_status_counters_equal_a_full_recount_after_every_kind_of_write(tmp_path
     store.close()
 
 
-def test_an_upgraded_store_counts_what_it_held_before(tmp_path: Path) -> None:
-    path, plan = _plan(tmp_path)
-    store = RunStore.create(tmp_path / "run", path, plan)
-    _mixed_writes(store)
-    expected = _recount(store.db)
-    store.close()
-    with sqlite3.connect(tmp_path / "run" / "run.sqlite") as db:  # as the previous rig version left it
+def _as_schema_4(db_file: Path) -> None:
+    """The store as the previous rig version left it: no counters, their triggers or the new indexes."""
+    with sqlite3.connect(db_file) as db:
         for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
             db.execute(f"DROP TRIGGER {name}")
         for name in ("items_failed", "attempts_accepted_at", "attempts_frame"):
@@ -114,6 +110,15 @@ def test_an_upgraded_store_counts_what_it_held_before(tmp_path: Path) -> None:
         db.execute("DROP TABLE counters")
         db.execute("UPDATE meta SET value = '4' WHERE key = 'schema'")
     db.close()
+
+
+def test_an_upgraded_store_counts_what_it_held_before(tmp_path: Path) -> None:
+    path, plan = _plan(tmp_path)
+    store = RunStore.create(tmp_path / "run", path, plan)
+    _mixed_writes(store)
+    expected = _recount(store.db)
+    store.close()
+    _as_schema_4(tmp_path / "run" / "run.sqlite")
 
     upgraded = RunStore(tmp_path / "run")
     assert _shown(upgraded) == expected
@@ -213,14 +218,7 @@ def test_a_status_that_upgrades_an_unchecked_store_does_not_mark_it_clean(tmp_pa
     path, plan = _plan(tmp_path)
     RunStore.create(tmp_path / "run", path, plan).close()
     db_file = tmp_path / "run" / DB_NAME
-    with sqlite3.connect(db_file) as db:
-        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
-            db.execute(f"DROP TRIGGER {name}")
-        for name in ("items_failed", "attempts_accepted_at", "attempts_frame"):
-            db.execute(f"DROP INDEX {name}")
-        db.execute("DROP TABLE counters")
-        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema'")
-    db.close()
+    _as_schema_4(db_file)
     forget_clean(db_file)  # a crash leaves no mark
     status = RunStore(tmp_path / "run", reading=True)
     assert status.meta("schema") == "5"
