@@ -12,8 +12,11 @@
     refreshes, no moves): prepare, show, readback, QA, write, from each attempt's stored timing.
 (c) Captures/s over the first and last thousand of a 3,000-capture run (zero profile, the simulated
     camera at a small photo size).
+(d) Peak memory (VmHWM) of a whole run in a process of its own at 2 MP, realistic profile: with the
+    replaying camera (the controller's own memory, as with a real camera) and with the simulated
+    studio rendering in the same process; each ÷ the 300 MB target.
 
-    .venv/bin/python bench/bench_pipeline.py [--images 16] [--sizes 2,24] [--long 3000] [--keep DIR]
+    .venv/bin/python bench/bench_pipeline.py [--images 16] [--sizes 2,24] [--long 3000] [--keep DIR] [--no-memory]
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import os
 import platform
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -310,6 +315,44 @@ def long_run(directory: Path, captures: int) -> None:
           f"RATIO last / first {last / first:.3f}")
 
 
+# ---------------------------------------------------------------- (d) peak memory, a process per run
+
+def _hwm_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def memory_child(directory: Path, data: Path, photos_dir: Path | None) -> None:
+    """One whole run at 2 MP (dslr-usb2 at time scale 0.1) in this fresh process; prints its VmHWM in MB.
+    With `photos_dir` the camera replays those photos, else the simulated studio renders them here."""
+    rig = rig_file(directory, (1600, 1200), "dslr-usb2", 0.1)
+    session, store, reader = fresh_session(directory, data, rig)
+    if photos_dir is not None:
+        devices = replay_devices(rig, sorted(photos_dir.glob("*.jpg")), fast=False)
+    else:
+        devices = open_devices(session.rig, session.rig_path)
+    result, _ = run(session, store, reader, devices)
+    print(json.dumps({"hwm_mb": _hwm_mb(), "captured": result.captured}))
+
+
+def memory(work: Path, data: Path) -> None:
+    photos = record(work / "record-1600x1200", data, (1600, 1200))
+    found = {}
+    for name, extra in (("replayed", ["--photos", str(photos[0].parent)]), ("studio", [])):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(work / f"mem-{name}-{time.time_ns()}"),
+                              "--data", str(data), *extra], capture_output=True, text=True, timeout=900)
+        if out.returncode != 0:
+            raise SystemExit(f"memory run failed: {out.stderr[-2000:]}")
+        found[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    rep, studio = found["replayed"], found["studio"]
+    print(f"(d) peak memory of a whole run at 2 MP ({rep['captured']} captures), a process of its own:")
+    print(f"    camera replaying photos (the controller's own)   {rep['hwm_mb']:7.1f} MB   "
+          f"RATIO / 300 MB target: {rep['hwm_mb'] / 300:.2f}")
+    print(f"    simulated studio rendering in the same process   {studio['hwm_mb']:7.1f} MB   "
+          f"RATIO / 300 MB target: {studio['hwm_mb'] / 300:.2f}   "
+          f"(studio / replayed {studio['hwm_mb'] / rep['hwm_mb']:.2f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=16, help="phantom images (x3 conditions; >= 14 for 42 captures)")
@@ -318,7 +361,14 @@ def main() -> None:
     ap.add_argument("--backlog", type=int, default=BACKLOG, help="the engine's backlog for (a)")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--keep", type=Path, help="work here (and keep it) instead of a temporary folder")
+    ap.add_argument("--no-memory", action="store_true", help="skip (d)")
+    ap.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--photos", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.data, args.photos)
+        return
     print(machine())
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         work = args.keep or Path(tmp)
@@ -339,6 +389,8 @@ def main() -> None:
                 overhead(rig_file(zero, size, "zero", 0.0, motion={"move_ms": 0, "settle_ms": 0}), photos, zero, data)
         if args.long:
             long_run(work / f"long-{time.time_ns()}", args.long)
+        if not args.no_memory:
+            memory(work, data)
 
 
 if __name__ == "__main__":
