@@ -16,7 +16,7 @@ from conftest import open_sim_devices, rig_file, session_file
 
 from rig.devices import CameraFile, Shot
 from rig.devices.kinds import Devices
-from rig.engine import Engine, Event
+from rig.engine import Engine, Event, RunResult
 from rig.manifest import Manifest
 from rig.plan import Plan
 from rig.qa import Expected, PhotoQA, Verdict
@@ -34,7 +34,7 @@ def _slow_qa(monkeypatch: pytest.MonkeyPatch, started: list[float]) -> None:
     def slow(self: PhotoQA, files: Sequence[bytes], expected: Expected,
              register: bool = False) -> tuple[Verdict, bytes | None]:
         started.append(time.monotonic())
-        time.sleep(QA_S)
+        time.sleep(QA_S)  # QA's cost, not a wait for anything: the checks compare recorded timestamps
         return real(self, files, expected, register)
 
     monkeypatch.setattr(PhotoQA, "check_files", slow)
@@ -51,6 +51,16 @@ def _engine(tmp_path: Path, phantoms: Path,
                             Plan.of(session, Manifest(session.manifest_csv, session.image_root, None)))
     devices, _ = open_sim_devices(session.rig_path, fast=False)  # the camera really takes DOWNLOAD_S
     return Engine(session, store, RunStore(session.output), devices, on_event=on_event), store, devices
+
+
+def _run(engine: Engine, store: RunStore, devices: Devices) -> RunResult:
+    """The whole run, then devices and both store connections closed whatever happened."""
+    try:
+        return engine.run()
+    finally:
+        devices.close()
+        store.close()
+        engine.reader.close()
 
 
 def _attempts(run: Path) -> list[tuple[int, str, float, float, dict[str, float]]]:
@@ -75,12 +85,7 @@ def test_a_slow_qa_does_not_hold_up_the_downloads(tmp_path: Path, phantoms: Path
     downloads and QAs. With separate stages the next downloads (and a second QA) run during a QA."""
     _slow_qa(monkeypatch, [])
     engine, store, devices = _engine(tmp_path, phantoms)
-    try:
-        result = engine.run()
-    finally:
-        devices.close()
-        store.close()
-        engine.reader.close()
+    result = _run(engine, store, devices)
     assert result.captured == 8
     rows = _attempts(tmp_path / "run")
     serial = sum(t["download"] + t["qa"] for *_, t in rows)  # what one I/O thread would spend, one after another
@@ -126,12 +131,7 @@ def test_downloads_run_ahead_of_a_slow_qa_but_never_more_than_the_backlog(
         return files
 
     camera.trigger, camera.download = counted_trigger, counted_download  # type: ignore[method-assign]
-    try:
-        result = engine.run()
-    finally:
-        devices.close()
-        store.close()
-        engine.reader.close()
+    result = _run(engine, store, devices)
     print(f"\nphotos downloaded ahead of QA: {ahead_of_qa}; uncommitted at each trigger: {unjudged}")
     assert result.captured == 8
     assert max(ahead_of_qa) >= 2  # the camera went on downloading while QA was busy

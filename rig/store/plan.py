@@ -70,7 +70,7 @@ class PlanRecords(Queries):
             conn.close()
             with tmp_db.open("rb+") as f:
                 os.fsync(f.fileno())
-        except BaseException as e:
+        except BaseException as e:  # any end, Ctrl-C included: no half-built store left; re-raised or named
             for p in side_files:
                 if not p.is_dir():
                     p.unlink(missing_ok=True)
